@@ -1,0 +1,1 @@
+"""What several Cloudex components share: wire messages, money, market specs, names, klines."""

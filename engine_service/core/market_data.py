@@ -1,0 +1,143 @@
+"""Market-data state the engine owns: live candles of every interval and the rolling 24 h ticker.
+
+Trades update the current minute; when a minute closes it is folded into the current candle of
+every coarser interval and into the 24 h window. Coarser candles are therefore the closed minutes
+of their bucket plus the open minute, computed when asked for.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from cloudex.klines import INTERVALS, bucket_start
+from cloudex.messages import Candle, Ticker
+
+__all__ = ["MarketData", "MINUTES_PER_DAY"]
+
+MINUTES_PER_DAY = 1_440
+_MINUTE_US = 60_000_000
+_COARSE = INTERVALS[1:]
+
+# A bar is [start, open, high, low, close, volume, quote_volume, trades].
+Bar = list[int]
+
+
+def _merge(into: Bar, bar: Bar) -> None:
+    if bar[2] > into[2]:
+        into[2] = bar[2]
+    if bar[3] < into[3]:
+        into[3] = bar[3]
+    into[4] = bar[4]
+    into[5] += bar[5]
+    into[6] += bar[6]
+    into[7] += bar[7]
+
+
+class MarketData:
+    __slots__ = ("minute", "day", "coarse", "traded")
+
+    def __init__(self) -> None:
+        self.minute: Bar | None = None  # the current (open) minute, if it has trades
+        self.day: deque[Bar] = deque()  # closed minutes of the last 24 h, oldest first
+        self.coarse: dict[str, Bar] = {}  # interval -> closed minutes of its current bucket
+        self.traded = False  # traded since the last MarketStats
+
+    def on_trades(
+        self, ts: int, first: int, high: int, low: int, last: int, volume: int, quote: int, count: int
+    ) -> None:
+        """Record the trades of one command (all at time ``ts``)."""
+        minute = self.minute
+        start = ts - ts % _MINUTE_US
+        if minute is not None and minute[0] != start:
+            self._close_minute()
+            minute = None
+        if minute is None:
+            self.minute = [start, first, high, low, last, volume, quote, count]
+        else:
+            if high > minute[2]:
+                minute[2] = high
+            if low < minute[3]:
+                minute[3] = low
+            minute[4] = last
+            minute[5] += volume
+            minute[6] += quote
+            minute[7] += count
+        self.traded = True
+
+    def advance(self, ts: int) -> None:
+        """Close the current minute if ``ts`` is past it, and drop minutes older than 24 h."""
+        minute = self.minute
+        if minute is not None and ts - ts % _MINUTE_US != minute[0]:
+            self._close_minute()
+        horizon = ts - ts % _MINUTE_US - (MINUTES_PER_DAY - 1) * _MINUTE_US
+        day = self.day
+        while day and day[0][0] < horizon:
+            day.popleft()
+
+    def _close_minute(self) -> None:
+        minute = self.minute
+        assert minute is not None
+        self.minute = None
+        self.day.append(minute)
+        start = minute[0]
+        coarse = self.coarse
+        for interval in _COARSE:
+            bucket = bucket_start(start, interval)
+            bar = coarse.get(interval)
+            if bar is None or bar[0] != bucket:
+                coarse[interval] = [bucket, *minute[1:]]
+            else:
+                _merge(bar, minute)
+
+    def candles(self, ts: int) -> list[Candle]:
+        """Return the current candle of every interval that has trades, as of ``ts``."""
+        self.advance(ts)
+        out = []
+        minute = self.minute
+        if minute is not None:
+            out.append(Candle("1m", *minute))
+        for interval in _COARSE:
+            bucket = bucket_start(ts, interval)
+            bar = self.coarse.get(interval)
+            current = list(bar) if bar is not None and bar[0] == bucket else None
+            if minute is not None:
+                if current is None:
+                    current = [bucket, *minute[1:]]
+                else:
+                    _merge(current, minute)
+            if current is not None:
+                out.append(Candle(interval, *current))
+        return out
+
+    def ticker(self, ts: int) -> Ticker:
+        """Return the rolling 24 h statistics as of ``ts`` (minute resolution)."""
+        self.advance(ts)
+        bars = list(self.day)
+        if self.minute is not None:
+            bars.append(self.minute)
+        if not bars:
+            return Ticker(None, None, None, None, 0, 0, 0)
+        return Ticker(
+            first_price=bars[0][1],
+            last_price=bars[-1][4],
+            high=max(bar[2] for bar in bars),
+            low=min(bar[3] for bar in bars),
+            volume=sum(bar[5] for bar in bars),
+            quote_volume=sum(bar[6] for bar in bars),
+            trades=sum(bar[7] for bar in bars),
+        )
+
+    # -- SNAPSHOT ---------------------------------------------------------------------------
+
+    def dump(self) -> tuple[Bar | None, list[Bar], dict[str, Bar], bool]:
+        return (self.minute, list(self.day), dict(self.coarse), self.traded)
+
+    @classmethod
+    def load(cls, state: tuple[Bar | None, list[Bar], dict[str, Bar], bool]) -> MarketData:
+        md = cls()
+        minute, day, coarse, traded = state
+        md.minute = list(minute) if minute is not None else None
+        md.day = deque(list(bar) for bar in day)
+        md.coarse = {k: list(v) for k, v in coarse.items()}
+        md.traded = traded
+        return md
