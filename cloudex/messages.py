@@ -225,7 +225,7 @@ class BalanceChanged(Event):
     available_delta: int
     locked_delta: int
     reason: BalanceReason
-    reference: str
+    reference: int | str  # the order id for trading changes, the caller's reference otherwise
 
 
 class DepthChanged(Event):
@@ -237,8 +237,8 @@ class DepthChanged(Event):
 
     market: str
     update_id: int
-    bids: list[tuple[int, int]]
-    asks: list[tuple[int, int]]
+    bids: tuple[tuple[int, int], ...]
+    asks: tuple[tuple[int, int], ...]
 
 
 class MarketAdded(Event):

@@ -4,62 +4,37 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 
+from typing import Any
+
+import msgspec
+
 from cloudex.enums import OrderType, SelfTradePrevention, TimeInForce
 
 __all__ = ["Order", "Level", "BookSide"]
 
 
-class Order:
-    """A resting or incoming order. Amounts: ``price`` in ticks, quantities in lots."""
+class Order(msgspec.Struct, gc=False):
+    """A resting or incoming order. Amounts: ``price`` in ticks, quantities in lots.
 
-    __slots__ = (
-        "id",
-        "account",
-        "is_bid",
-        "price",
-        "quantity",
-        "remaining",
-        "executed_quote",
-        "client_id",
-        "stp",
-        "tif",
-        "post_only",
-        "order_type",
-        "quote_quantity",
-        "created_at",
-    )
+    A msgspec Struct rather than a plain class: it is built once per order on the hot path, and
+    msgspec builds it in C (and the collector never has to track it: it holds no containers).
+    """
 
-    def __init__(
-        self,
-        id: int,
-        account: int,
-        is_bid: bool,
-        price: int | None,
-        quantity: int | None,
-        remaining: int,
-        executed_quote: int,
-        client_id: int | None,
-        stp: SelfTradePrevention,
-        tif: TimeInForce,
-        post_only: bool,
-        order_type: OrderType,
-        quote_quantity: int | None,
-        created_at: int,
-    ) -> None:
-        self.id = id
-        self.account = account
-        self.is_bid = is_bid
-        self.price = price
-        self.quantity = quantity
-        self.remaining = remaining
-        self.executed_quote = executed_quote
-        self.client_id = client_id
-        self.stp = stp
-        self.tif = tif
-        self.post_only = post_only
-        self.order_type = order_type
-        self.quote_quantity = quote_quantity
-        self.created_at = created_at
+    id: int
+    account: int
+    is_bid: bool
+    price: int | None
+    quantity: int | None
+    remaining: int
+    executed_quote: int
+    client_id: int | None
+    stp: SelfTradePrevention
+    tif: TimeInForce
+    post_only: bool
+    order_type: OrderType
+    quote_quantity: int | None
+    created_at: int
+    market: Any = None  # the engine's MarketBook, while the order rests
 
 
 class Level:
@@ -98,10 +73,14 @@ class BookSide:
         assert price is not None
         level = self.levels.get(price)
         if level is None:
-            level = self.levels[price] = Level(price)
-            insort(self.keys, price if self.is_bid else -price)
+            level = self.new_level(price)
         level.orders[order.id] = order
         level.total += order.remaining
+        return level
+
+    def new_level(self, price: int) -> Level:
+        level = self.levels[price] = Level(price)
+        insort(self.keys, price if self.is_bid else -price)
         return level
 
     def remove(self, order: Order, drop_empty_level: bool = True) -> Level:

@@ -67,6 +67,7 @@ from cloudex.messages import (
 from cloudex.names import FEE_ACCOUNT
 from engine_service.core.book import BookSide, Order
 from engine_service.core.market_data import MarketData
+from engine_service.core.snapshot import SNAPSHOT_VERSION, EngineState, MarketState as _MarketState
 
 __all__ = ["Engine", "EngineConfig", "MarketBook", "MAX_BALANCE", "MAX_CLIENT_ID"]
 
@@ -158,10 +159,10 @@ class Engine:
         # account -> [available(asset 0), locked(asset 0), available(asset 1), ...]
         self._balances: dict[int, list[int]] = {}
         self._orders: dict[int, Order] = {}  # resting orders by id
-        self._order_markets: dict[int, MarketBook] = {}
         self._client_ids: dict[tuple[int, int], Order] = {}
         self._open_counts: dict[int, int] = {}
         self._results: dict[str, CommandResult] = {}
+        self._result_cache_size = self.config.result_cache_size
         self._result_ids: deque[str] = deque()
         self._seq = 0
         self._clock = 0
@@ -213,7 +214,7 @@ class Engine:
         self._results[command_id] = result
         ids = self._result_ids
         ids.append(command_id)
-        if len(ids) > self.config.result_cache_size:
+        if len(ids) > self._result_cache_size:
             del self._results[ids.popleft()]
 
     def _place_order(self, c: PlaceOrder, ts: int) -> CommandResult:
@@ -327,7 +328,7 @@ class Engine:
         order = Order(
             order_id, account, is_bid, price, quantity,
             quantity if quantity is not None else _UNBOUNDED, 0, client_id,
-            c.self_trade_prevention, tif, c.post_only, c.order_type, quote_quantity, ts,
+            c.self_trade_prevention, tif, c.post_only, c.order_type, quote_quantity, ts, mb,
         )
         stop: CloseReason | None = CloseReason.FILL_OR_KILL if fill_or_kill else None
         filled = 0
@@ -340,40 +341,58 @@ class Engine:
             )
 
         # Settle the taker in one balance change per asset, locking what rests.
-        rests = may_rest and stop is None and order.remaining > 0
-        if is_bid:
-            received = filled * lot
-            lock = order.remaining * price * tick_lot if rests else 0  # type: ignore[operator]
-            if traded_quote or lock:
+        remaining = order.remaining
+        rests = may_rest and stop is None and remaining > 0
+        if filled:
+            if is_bid:
+                lock = remaining * price * tick_lot if rests else 0  # type: ignore[operator]
                 self._change(
                     events, ts, account, quote_slot, -traded_quote - lock, lock, _ORDER, order_id
                 )
-            if received:
-                self._change(events, ts, account, base_slot, received - taker_fees, 0, _ORDER, order_id)
-        else:
-            sold = filled * lot
-            lock = order.remaining * lot if rests else 0
-            if sold or lock:
-                self._change(events, ts, account, base_slot, -sold - lock, lock, _ORDER, order_id)
-            if traded_quote:
+                self._change(
+                    events, ts, account, base_slot, filled * lot - taker_fees, 0, _ORDER, order_id
+                )
+            else:
+                lock = remaining * lot if rests else 0
+                self._change(
+                    events, ts, account, base_slot, -filled * lot - lock, lock, _ORDER, order_id
+                )
                 self._change(
                     events, ts, account, quote_slot, traded_quote - taker_fees, 0, _ORDER, order_id
                 )
+        elif rests:
+            # The common case, a passive order: only a lock (inlined: this is the hot path).
+            slot = quote_slot if is_bid else base_slot
+            lock = remaining * price * tick_lot if is_bid else remaining * lot  # type: ignore[operator]
+            available = balance[slot]
+            locked = balance[slot + 1]
+            balance[slot] = available - lock
+            balance[slot + 1] = locked + lock
+            self._balances_hash += hash((account, slot, available - lock, locked + lock)) - hash(
+                (account, slot, available, locked)
+            )
+            events.append(BalanceChanged(
+                0, ts, account, self._asset_symbols[slot >> 1], available - lock, locked + lock,
+                -lock, lock, _ORDER, order_id))
 
+        own_level: tuple[tuple[int, int], ...] = ()
         if rests:
             side = mb.bids if is_bid else mb.asks
-            level = side.add(order)
-            touched_own = {price: level.total}
+            level = side.levels.get(price)  # type: ignore[arg-type]
+            if level is None:
+                level = side.new_level(price)  # type: ignore[arg-type]
+            level.orders[order_id] = order
+            level.total += remaining
+            own_level = ((price, level.total),)  # type: ignore[assignment]
             self._orders[order_id] = order
-            self._order_markets[order_id] = mb
             self._open_counts[account] = self._open_counts.get(account, 0) + 1
             if client_id is not None:
                 self._client_ids[(account, client_id)] = order
-            self._orders_hash += self._order_hash(order, mb)
+            self._orders_hash += hash((order_id, account, mb.index, is_bid, price, remaining,
+                                       traded_quote, ts))
             status = _PARTIAL if filled else _NEW
         else:
-            touched_own = {}
-            if quantity is not None and order.remaining == 0:
+            if quantity is not None and remaining == 0:
                 status, reason = _FILLED, CloseReason.FILLED
             elif quantity is None and stop is None and filled:
                 status, reason = _FILLED, CloseReason.FILLED  # the quote budget is spent
@@ -385,11 +404,13 @@ class Engine:
             events.append(
                 OrderClosed(0, ts, order_id, account, symbol, status, reason, filled, traded_quote)
             )
-        if touched or touched_own:
-            if is_bid:
-                self._depth_event(mb, events, ts, touched_own, touched)
-            else:
-                self._depth_event(mb, events, ts, touched, touched_own)
+        if touched or own_level:
+            mb.update_id += 1
+            mb.last_depth_ts = ts
+            opposite_levels = tuple(touched.items())
+            events.append(DepthChanged(
+                0, ts, symbol, mb.update_id, own_level if is_bid else opposite_levels,
+                opposite_levels if is_bid else own_level))
         view = OrderView(
             order_id, account, symbol, client_id, c.side, c.order_type, tif, price, quantity,
             quote_quantity, filled, traded_quote, status, c.post_only, c.self_trade_prevention, ts,
@@ -515,7 +536,7 @@ class Engine:
                                                  maker_balance[base_slot + 1]))
                     events.append(BalanceChanged(
                         0, ts, maker.account, rules.base.symbol, maker_balance[base_slot],
-                        maker_balance[base_slot + 1], 0, -base, _FILL, str(maker.id)))
+                        maker_balance[base_slot + 1], 0, -base, _FILL, maker.id))
                     change(events, ts, maker.account, quote_slot, quote - seller_fee, 0, _FILL,
                            maker.id)
                     buy_id, sell_id, buyer, seller = taker.id, maker.id, account, maker.account
@@ -530,7 +551,7 @@ class Engine:
                                                  maker_balance[quote_slot + 1]))
                     events.append(BalanceChanged(
                         0, ts, maker.account, rules.quote.symbol, maker_balance[quote_slot],
-                        maker_balance[quote_slot + 1], 0, -quote, _FILL, str(maker.id)))
+                        maker_balance[quote_slot + 1], 0, -quote, _FILL, maker.id))
                     change(events, ts, maker.account, base_slot, base - buyer_fee, 0, _FILL,
                            maker.id)
                     buy_id, sell_id, buyer, seller = maker.id, taker.id, maker.account, account
@@ -549,7 +570,6 @@ class Engine:
                 else:
                     del makers[maker.id]
                     del orders[maker.id]
-                    del self._order_markets[maker.id]
                     self._forget_open(maker)
                     events.append(OrderClosed(
                         0, ts, maker.id, maker.account, symbol, _FILLED, CloseReason.FILLED,
@@ -592,7 +612,7 @@ class Engine:
                 order = by_client
             elif by_client is not order:
                 order = None
-        if order is None or order.account != c.account or self._order_markets[order.id] is not mb:
+        if order is None or order.account != c.account or order.market is not mb:
             raise _Rejected(ErrorCode.RESOURCE_NOT_FOUND, "Order not found")
         if mb.state is _CLOSED:
             raise _Rejected(ErrorCode.TRADING_PAUSED, "Market is Closed")
@@ -610,7 +630,7 @@ class Engine:
         mine = [
             order
             for order in self._orders.values()
-            if order.account == c.account and self._order_markets[order.id] is mb
+            if order.account == c.account and order.market is mb
         ]
         events: list[AnyEvent] = []
         views = self._close_all(mine, mb, events, ts, _CANCELLED, CloseReason.USER_CANCEL)
@@ -650,7 +670,7 @@ class Engine:
         level = side.remove(order, drop_empty_level)
         self._orders_hash -= self._order_hash(order, mb)
         del self._orders[order.id]
-        del self._order_markets[order.id]
+        del order.market
         self._forget_open(order)
         rules = mb.rules
         if order.is_bid:
@@ -740,7 +760,7 @@ class Engine:
         events: list[AnyEvent] = [MarketStateChanged(0, ts, c.market, c.state)]
         if c.state is _CLOSED:
             # A closed market holds nobody's funds: every resting order is expired.
-            resting = [o for o in self._orders.values() if self._order_markets[o.id] is mb]
+            resting = [o for o in self._orders.values() if o.market is mb]
             self._close_all(resting, mb, events, ts, _EXPIRED, CloseReason.MARKET_CLOSED)
         return CommandResult(c.id, None, "", events, [])
 
@@ -767,7 +787,7 @@ class Engine:
         available_delta: int,
         locked_delta: int,
         reason: BalanceReason,
-        reference: object,
+        reference: int | str,
     ) -> None:
         balance = self._balances.get(account)
         if balance is None:
@@ -783,7 +803,7 @@ class Engine:
         )
         events.append(BalanceChanged(
             0, ts, account, self._asset_symbol(slot), new_available, new_locked, available_delta,
-            locked_delta, reason, str(reference)))
+            locked_delta, reason, reference))
 
     def _account(self, account: int) -> list[int]:
         balance = self._balances.get(account)
@@ -820,7 +840,7 @@ class Engine:
         mb.update_id += 1
         mb.last_depth_ts = ts
         events.append(DepthChanged(
-            0, ts, mb.rules.spec.symbol, mb.update_id, list(bids.items()), list(asks.items())))
+            0, ts, mb.rules.spec.symbol, mb.update_id, tuple(bids.items()), tuple(asks.items())))
 
     def _market_stats(self, mb: MarketBook, ts: int) -> MarketStats:
         return MarketStats(
@@ -880,7 +900,7 @@ class Engine:
     def open_orders(self, account: int, market: str | None = None) -> list[OrderView]:
         views = []
         for order in self._orders.values():
-            mb = self._order_markets[order.id]
+            mb = order.market
             if order.account == account and (market is None or mb.rules.spec.symbol == market):
                 views.append(self._view(order, mb, _PARTIAL if order.executed_quote else _NEW))
         return views
@@ -889,7 +909,7 @@ class Engine:
         order = self._orders.get(order_id)
         if order is None:
             return None
-        return self._view(order, self._order_markets[order_id], _PARTIAL if order.executed_quote else _NEW)
+        return self._view(order, order.market, _PARTIAL if order.executed_quote else _NEW)
 
     def resting_orders(self, market: str) -> Iterable[Order]:
         """Every resting order of ``market``: bids best first, then asks best first."""
@@ -940,7 +960,7 @@ class Engine:
 
     def recompute_hash_sums(self) -> tuple[int, int]:
         """Recompute the order and balance hash sums from scratch (for verification)."""
-        orders = sum(self._order_hash(o, self._order_markets[o.id]) for o in self._orders.values())
+        orders = sum(self._order_hash(o, o.market) for o in self._orders.values())
         balances = sum(
             hash((account, slot, balance[slot], balance[slot + 1]))
             for account, balance in self._balances.items()
@@ -950,3 +970,67 @@ class Engine:
 
     def hash_sums(self) -> tuple[int, int]:
         return self._orders_hash, self._balances_hash
+
+    # -- SNAPSHOT ---------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """Return the whole state as bytes; ``Engine.restore`` gives back an identical engine."""
+        markets = []
+        for mb in self._markets.values():
+            rows = [
+                (o.id, o.account, o.is_bid, o.price, o.quantity, o.remaining, o.executed_quote,
+                 o.client_id, o.stp, o.tif, o.post_only, o.order_type, o.created_at)
+                for side in (mb.bids, mb.asks)
+                for level in side.iter_levels()
+                for o in level.orders.values()
+            ]
+            markets.append(
+                _MarketState(mb.spec, mb.update_id, mb.last_depth_ts, mb.data.dump(), rows)
+            )
+        state = EngineState(
+            SNAPSHOT_VERSION, self._seq, self._clock, self._next_order_id, self._next_trade_id,
+            list(self._assets.values()), markets, list(self._balances.items()),
+            [self._results[command_id] for command_id in self._result_ids], self.state_hash(),
+        )
+        return msgspec.msgpack.encode(state)
+
+    @classmethod
+    def restore(cls, data: bytes, config: EngineConfig | None = None) -> Engine:
+        """Return the engine a snapshot was taken of; raise ``ValueError`` if it is corrupt."""
+        state = msgspec.msgpack.decode(data, type=EngineState)
+        if state.version != SNAPSHOT_VERSION:
+            raise ValueError(f"snapshot version {state.version}, expected {SNAPSHOT_VERSION}")
+        engine = cls(config)
+        assets = {asset.symbol: asset for asset in state.assets}
+        for asset in state.assets:
+            engine._asset_slots[asset.symbol] = 2 * len(engine._assets)
+            engine._assets[asset.symbol] = asset
+            engine._asset_symbols.append(asset.symbol)
+        for index, market in enumerate(state.markets):
+            spec = market.spec
+            rules = compile_market(spec, assets[spec.base], assets[spec.quote])
+            mb = MarketBook(
+                rules, index, engine._asset_slots[spec.base], engine._asset_slots[spec.quote]
+            )
+            mb.update_id = market.update_id
+            mb.last_depth_ts = market.last_depth_ts
+            mb.data = MarketData.load(market.market_data)
+            engine._markets[spec.symbol] = mb
+            for row in market.orders:
+                order = Order(*row[:11], row[11], None, row[12], mb)
+                (mb.bids if order.is_bid else mb.asks).add(order)
+                engine._orders[order.id] = order
+                engine._open_counts[order.account] = engine._open_counts.get(order.account, 0) + 1
+                if order.client_id is not None:
+                    engine._client_ids[(order.account, order.client_id)] = order
+        engine._balances = {account: list(balance) for account, balance in state.balances}
+        for result in state.results:
+            engine._remember(result.command_id, result)
+        engine._seq = state.seq
+        engine._clock = state.clock
+        engine._next_order_id = state.next_order_id
+        engine._next_trade_id = state.next_trade_id
+        engine._orders_hash, engine._balances_hash = engine.recompute_hash_sums()
+        if engine.state_hash() != state.state_hash:
+            raise ValueError("snapshot state hash does not match its contents")
+        return engine
