@@ -140,7 +140,7 @@ class Workload:
 
 def setup(seed: int) -> tuple[Engine, Workload]:
     config = load_markets_config(ROOT / "config" / "markets.toml")
-    engine = Engine(EngineConfig(order_limit=10_000))
+    engine = Engine(EngineConfig(order_limit=10_000, result_cache_size=int(__import__("os").environ.get("CACHE", "100000"))))
     workload = Workload(engine, seed)
     for market in config.markets:
         engine.execute(AddMarket(id=f"m-{market.symbol}", ts=workload.ts, market=market,
@@ -178,6 +178,7 @@ def main() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(100_000, 50, 1_000)
+    if __import__("os").environ.get("NOGC"): gc.disable()
 
     latencies = array("q", bytes(8 * args.ops))
     execute = engine.execute

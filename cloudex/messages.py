@@ -351,8 +351,8 @@ class CommandResult(msgspec.Struct, array_like=True, gc=False):
 # -- CODECS -----------------------------------------------------------------------------------
 
 _encoder = msgspec.msgpack.Encoder()
-_command_decoder = msgspec.msgpack.Decoder(AnyCommand)
-_event_decoder = msgspec.msgpack.Decoder(AnyEvent)
+_command_decoder: msgspec.msgpack.Decoder[AnyCommand] = msgspec.msgpack.Decoder(AnyCommand)
+_event_decoder: msgspec.msgpack.Decoder[AnyEvent] = msgspec.msgpack.Decoder(AnyEvent)
 _result_decoder = msgspec.msgpack.Decoder(CommandResult)
 
 

@@ -43,10 +43,12 @@ class Increment(msgspec.Struct, frozen=True, array_like=True):
 
         Raises :class:`MoneyError` if the increment is finer than the asset's atom.
         """
-        shift = asset_decimals - self.decimals
+        shift: int = asset_decimals - self.decimals
         if shift >= 0:
-            return self.units * 10**shift
-        whole, rest = divmod(self.units, 10**-shift)
+            factor: int = 10**shift
+            return self.units * factor
+        divisor: int = 10 ** (-shift)
+        whole, rest = divmod(self.units, divisor)
         if rest:
             raise MoneyError(f"{self} is not a whole number of atoms at {asset_decimals} decimals")
         return whole

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from collections.abc import Iterator
 
 from typing import Any
 
@@ -103,7 +104,7 @@ class BookSide:
         else:
             del keys[bisect_left(keys, key)]
 
-    def iter_levels(self):  # type: ignore[no-untyped-def]
+    def iter_levels(self) -> Iterator[Level]:
         """Yield levels best first."""
         levels = self.levels
         sign = 1 if self.is_bid else -1
@@ -112,7 +113,7 @@ class BookSide:
 
     def depth(self, limit: int | None = None) -> list[tuple[int, int]]:
         """Return ``(price, total)`` per level, best first, at most ``limit`` levels."""
-        out = []
+        out: list[tuple[int, int]] = []
         for level in self.iter_levels():
             if limit is not None and len(out) >= limit:
                 break
