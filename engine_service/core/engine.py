@@ -294,7 +294,9 @@ class Engine:
                 if quote_quantity is not None and balance[quote_slot] < quote_quantity:
                     raise _Rejected(ErrorCode.INSUFFICIENT_FUNDS, "Insufficient funds")
                 best = opposite.best_price()
-                if quote_quantity is None and best is not None and budget < best * tick_lot:
+                if quote_quantity is None and (
+                    budget == 0 or (best is not None and budget < best * tick_lot)
+                ):
                     raise _Rejected(ErrorCode.INSUFFICIENT_FUNDS, "Insufficient funds")
         elif quantity is not None:
             if balance[base_slot] < quantity * lot:
@@ -392,10 +394,8 @@ class Engine:
                                        traded_quote, ts))
             status = _PARTIAL if filled else _NEW
         else:
-            if quantity is not None and remaining == 0:
+            if remaining == 0:  # for a quote-sized order: its budget buys no further lot
                 status, reason = _FILLED, CloseReason.FILLED
-            elif quantity is None and stop is None and filled:
-                status, reason = _FILLED, CloseReason.FILLED  # the quote budget is spent
             else:
                 status = _EXPIRED
                 reason = stop or (
@@ -510,16 +510,21 @@ class Engine:
                 lots = maker.remaining if maker.remaining < remaining else remaining
                 if budget is not None:
                     cap = (budget - traded_quote) // unit
+                    out_of_funds = taker.quantity is not None
                     if not is_bid:
                         base_cap = (base_budget - filled * lot) // lot
                         if base_cap < cap:
                             cap = base_cap
+                            out_of_funds = True
                     if cap < lots:
                         lots = cap
                         if not lots:
-                            # The budget buys no more: a quote-sized order is done, others expire.
-                            stop = CloseReason.INSUFFICIENT_FUNDS if taker.quantity else None
-                            remaining = 0 if stop is None else remaining
+                            # The funds buy no more: the rest expires. A quote-sized order whose
+                            # quote budget is what ran out is done (filled).
+                            if out_of_funds:
+                                stop = CloseReason.INSUFFICIENT_FUNDS
+                            else:
+                                remaining = 0
                             break
                 quote = lots * unit
                 base = lots * lot
@@ -603,6 +608,8 @@ class Engine:
         mb = self._markets.get(c.market)
         if mb is None:
             raise _Rejected(ErrorCode.INVALID_MARKET, f"Unknown market {c.market}")
+        if mb.state is _CLOSED:
+            raise _Rejected(ErrorCode.TRADING_PAUSED, "Market is Closed")
         if c.order_id is None and c.client_id is None:
             raise _Rejected(ErrorCode.INVALID_CLIENT_REQUEST, "orderId or clientId is required")
         order = self._orders.get(c.order_id) if c.order_id is not None else None
@@ -614,8 +621,6 @@ class Engine:
                 order = None
         if order is None or order.account != c.account or order.market is not mb:
             raise _Rejected(ErrorCode.RESOURCE_NOT_FOUND, "Order not found")
-        if mb.state is _CLOSED:
-            raise _Rejected(ErrorCode.TRADING_PAUSED, "Market is Closed")
         events: list[AnyEvent] = []
         touched = self._close_resting(order, mb, events, ts, _CANCELLED, CloseReason.USER_CANCEL)
         self._depth_event(mb, events, ts, *touched)
@@ -701,8 +706,9 @@ class Engine:
             raise _Rejected(ErrorCode.FORBIDDEN, "Deposits go to user accounts only")
         if c.amount <= 0:
             raise _Rejected(ErrorCode.INVALID_QUANTITY, "Amount must be positive")
-        balance = self._account(c.account)
-        if balance[slot] + balance[slot + 1] + c.amount > MAX_BALANCE:
+        balance = self._balances.get(c.account)
+        held = 0 if balance is None else balance[slot] + balance[slot + 1]
+        if held + c.amount > MAX_BALANCE:
             raise _Rejected(ErrorCode.INVALID_QUANTITY, "Balance would exceed its maximum")
         events: list[AnyEvent] = []
         self._change(events, ts, c.account, slot, c.amount, 0, BalanceReason.DEPOSIT, c.reference)
@@ -1023,6 +1029,8 @@ class Engine:
                 engine._open_counts[order.account] = engine._open_counts.get(order.account, 0) + 1
                 if order.client_id is not None:
                     engine._client_ids[(order.account, order.client_id)] = order
+        # Commands that walk every open order (cancel all, closing a market) do so in id order.
+        engine._orders = dict(sorted(engine._orders.items()))
         engine._balances = {account: list(balance) for account, balance in state.balances}
         for result in state.results:
             engine._remember(result.command_id, result)

@@ -90,17 +90,19 @@ class MarketData:
                 _merge(bar, minute)
 
     def candles(self, ts: int) -> list[Candle]:
-        """Return the current candle of every interval that has trades, as of ``ts``."""
-        self.advance(ts)
+        """Return the current candle of every interval that has trades, as of ``ts``.
+
+        A read: it changes nothing (a minute that has ended is counted where it belongs).
+        """
         out = []
         minute = self.minute
-        if minute is not None:
+        if minute is not None and minute[0] == ts - ts % _MINUTE_US:
             out.append(Candle("1m", *minute))
         for interval in _COARSE:
             bucket = bucket_start(ts, interval)
             bar = self.coarse.get(interval)
             current = list(bar) if bar is not None and bar[0] == bucket else None
-            if minute is not None:
+            if minute is not None and bucket_start(minute[0], interval) == bucket:
                 if current is None:
                     current = [bucket, *minute[1:]]
                 else:
@@ -110,10 +112,10 @@ class MarketData:
         return out
 
     def ticker(self, ts: int) -> Ticker:
-        """Return the rolling 24 h statistics as of ``ts`` (minute resolution)."""
-        self.advance(ts)
-        bars = list(self.day)
-        if self.minute is not None:
+        """Return the rolling 24 h statistics as of ``ts`` (minute resolution); a read."""
+        horizon = ts - ts % _MINUTE_US - (MINUTES_PER_DAY - 1) * _MINUTE_US
+        bars = [bar for bar in self.day if bar[0] >= horizon]
+        if self.minute is not None and self.minute[0] >= horizon:
             bars.append(self.minute)
         if not bars:
             return Ticker(None, None, None, None, 0, 0, 0)

@@ -51,6 +51,7 @@ class CheckedExchange(Exchange):
 
     def __init__(self, config: EngineConfig | None = None, *, markets: bool = True) -> None:
         self.net: Counter[str] = Counter()  # deposits - withdrawals per asset
+        self.log: list[AnyEvent] = []  # every event, in sequence order
         super().__init__(config, markets=markets)
 
     def run(self, cls: type[AnyCommand], **fields: Any) -> CommandResult:
@@ -66,6 +67,12 @@ class CheckedExchange(Exchange):
         assert engine.seq == seq_before + len(seqs)
         if result.error is not None or result.duplicate:
             assert result.events == [], result
+        self.log.extend(result.events)
+        for event in result.events:
+            assert event.ts == engine.clock
+            if isinstance(event, TradeExecuted):
+                assert event.buyer != event.seller, f"self-trade {event}"
+                assert event.quantity > 0
         if result.ok and not result.duplicate:
             if isinstance(command, Deposit):
                 self.net[command.asset] += command.amount
@@ -101,7 +108,7 @@ def check_invariants(engine: Engine, net: Counter[str]) -> None:
     for spec in engine.markets():
         rules = engine.market_rules(spec.symbol)
         assert rules is not None
-        update_id, bids, asks = engine.depth(spec.symbol)
+        _, bids, asks = engine.depth(spec.symbol)
         if bids and asks:
             assert bids[0][0] < asks[0][0], f"crossed book {spec.symbol}: {bids[0]} {asks[0]}"
         levels: Counter[tuple[bool, int]] = Counter()
@@ -137,7 +144,9 @@ def observable(engine: Engine) -> dict[str, Any]:
         "accounts": sorted(accounts),
         "balances": {a: engine.balances(a) for a in accounts},
         "depth": {m.symbol: engine.depth(m.symbol) for m in engine.markets()},
-        "open": {a: engine.open_orders(a) for a in accounts},
+        "open": {
+            a: sorted(engine.open_orders(a), key=lambda view: view.order_id) for a in accounts
+        },
         "hash_sums": engine.hash_sums(),
         "core": msgspec.structs.replace(state, clock=0, results=[], state_hash=""),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 
 import pytest
@@ -16,7 +17,8 @@ def us(*args: int) -> int:
     return int(datetime(*args, tzinfo=UTC).timestamp()) * US
 
 
-def test_intervals_backpack_names_finest_first() -> None:
+def test_intervals_listed_finest_first_are_valid() -> None:
+    # Given Backpack's interval names / Then listed finest first and recognised
     assert INTERVALS == (
         "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w",
         "1month",
@@ -64,6 +66,7 @@ def test_bucket_start_fixed_interval_contains_timestamp_and_is_aligned(interval:
 def test_bucket_start_known_dates_gives_expected_utc_start(
     interval: str, ts: int, expected: int
 ) -> None:
+    # Given a known UTC time / When bucketed / Then the expected start
     assert bucket_start(ts, interval) == expected
 
 
@@ -79,6 +82,7 @@ def test_bucket_start_known_dates_gives_expected_utc_start(
     ],
 )
 def test_bucket_start_week_starts_monday_midnight_utc(ts: int, monday: int) -> None:
+    # Given a time / When bucketed by week / Then the Monday 00:00 UTC before it, 7 days long
     start = bucket_start(ts, "1w")
     assert start == monday
     assert datetime.fromtimestamp(start // US, UTC).weekday() == 0
@@ -98,6 +102,7 @@ def test_bucket_start_week_starts_monday_midnight_utc(ts: int, monday: int) -> N
     ],
 )
 def test_bucket_month_is_calendar_month(ts: int, start: int, end: int) -> None:
+    # Given a time / When bucketed by month / Then the calendar month, boundaries exact
     assert bucket_start(ts, "1month") == start
     assert bucket_end(start, "1month") == end
     # The last microsecond of the month still belongs to it; the end starts the next one
@@ -106,16 +111,18 @@ def test_bucket_month_is_calendar_month(ts: int, start: int, end: int) -> None:
 
 
 def test_bucket_month_lengths_over_a_year_sum_to_the_year() -> None:
+    # Given 2025 / When stepping month by month / Then the calendar's month lengths
     start = us(2025, 1, 1)
     boundaries = [start]
     for _ in range(12):
         boundaries.append(bucket_end(boundaries[-1], "1month"))
     assert boundaries[-1] == us(2026, 1, 1)
-    days = [(b - a) // (86_400 * US) for a, b in zip(boundaries, boundaries[1:], strict=False)]
+    days = [(b - a) // (86_400 * US) for a, b in itertools.pairwise(boundaries)]
     assert days == [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
 
 
 def test_bucket_coarse_interval_starts_are_fine_interval_starts() -> None:
+    # Given a time / Then every interval's start is a minute start
     # Every coarse candle start is also a start of the finer candles (minutes fold upward)
     ts = us(2025, 11, 26, 17, 42, 13)
     for interval in INTERVALS:

@@ -125,25 +125,30 @@ def test_compile_market_step_finer_than_base_atom_raises() -> None:
     ],
 )
 def test_compile_market_invalid_spec_raises(overrides: dict[str, object]) -> None:
+    # Given one invalid field / When compiled / Then MarketSpecError
     with pytest.raises(MarketSpecError):
         compile_market(spec(**overrides), SOL, USDC)
 
 
 def test_compile_market_zero_min_notional_is_allowed() -> None:
+    # Given min_notional 0 / When compiled / Then 0 atoms
     assert compile_market(spec(min_notional="0"), SOL, USDC).min_notional_atoms == 0
 
 
 def test_compile_market_same_base_and_quote_raises() -> None:
+    # Given base == quote / When compiled / Then MarketSpecError
     with pytest.raises(MarketSpecError):
         compile_market(spec(symbol="SOL_SOL", quote="SOL"), SOL, SOL)
 
 
 def test_compile_market_asset_decimals_out_of_range_raises() -> None:
+    # Given an asset with 19 decimals / When compiled / Then MarketSpecError
     with pytest.raises(MarketSpecError):
         compile_market(spec(), AssetSpec("SOL", 19), USDC)
 
 
 def test_load_markets_config_unknown_asset_raises(tmp_path: Path) -> None:
+    # Given a market whose quote asset is not defined / When loaded / Then MarketSpecError
     path = tmp_path / "markets.toml"
     path.write_text(
         '[assets.SOL]\ndecimals = 9\n'
@@ -156,6 +161,7 @@ def test_load_markets_config_unknown_asset_raises(tmp_path: Path) -> None:
 
 
 def test_load_markets_config_inexact_market_raises(tmp_path: Path) -> None:
+    # Given a market with tick x step below the quote atom / When loaded / Then MarketSpecError
     path = tmp_path / "markets.toml"
     path.write_text(
         '[assets.SOL]\ndecimals = 9\n[assets.USD]\ndecimals = 2\n'
@@ -168,6 +174,7 @@ def test_load_markets_config_inexact_market_raises(tmp_path: Path) -> None:
 
 
 def test_load_markets_config_bad_field_type_raises(tmp_path: Path) -> None:
+    # Given a non-integer decimals field / When loaded / Then MarketSpecError
     path = tmp_path / "markets.toml"
     path.write_text('[assets.SOL]\ndecimals = "nine"\n')
     with pytest.raises(MarketSpecError):
@@ -175,6 +182,7 @@ def test_load_markets_config_bad_field_type_raises(tmp_path: Path) -> None:
 
 
 def test_market_spec_msgpack_round_trip_keeps_state() -> None:
+    # Given a PostOnly spec / When encoded and decoded / Then equal
     original = spec(state=MarketState.POST_ONLY)
     decoded = msgspec.msgpack.decode(msgspec.msgpack.encode(original), type=MarketSpec)
     assert decoded == original

@@ -104,17 +104,20 @@ def test_command_encode_decode_round_trips(command: object) -> None:
 
 @pytest.mark.parametrize("event", EVENTS, ids=lambda e: type(e).__name__)
 def test_event_encode_decode_round_trips(event: object) -> None:
+    # Given an event / When encoded and decoded / Then the same event, of the same class
     decoded = decode_event(encode(event))  # type: ignore[arg-type]
     assert type(decoded) is type(event)
     assert decoded == event
 
 
 def test_event_list_encodes_as_one_array() -> None:
+    # Given a list of events / When encoded / Then it decodes as that list
     data = encode(EVENTS)  # type: ignore[arg-type]
     assert msgspec.msgpack.decode(data, type=list[AnyEvent]) == EVENTS
 
 
 def test_result_encode_decode_round_trips_with_events_and_views() -> None:
+    # Given a result with events and a view / When round-tripped / Then equal
     view = OrderView(
         1, 1, "SOL_USDC", None, Side.ASK, OrderType.MARKET, TimeInForce.GTC, None, None,
         10**6, 1, 10**6, OrderStatus.FILLED, False, SelfTradePrevention.REJECT_MAKER, 3,
@@ -127,6 +130,7 @@ def test_result_encode_decode_round_trips_with_events_and_views() -> None:
 
 
 def test_result_rejection_is_not_ok_and_round_trips() -> None:
+    # Given a rejected duplicate result / When round-tripped / Then equal and not ok
     result = CommandResult("x", ErrorCode.INSUFFICIENT_FUNDS, "Insufficient funds", [], [], True)
     decoded = decode_result(encode(result))
     assert decoded == result
@@ -135,22 +139,26 @@ def test_result_rejection_is_not_ok_and_round_trips() -> None:
 
 
 def test_decode_command_wrong_field_type_raises_validation_error() -> None:
+    # Given a Deposit with a string amount / When decoded / Then ValidationError
     raw = msgspec.msgpack.encode(["Deposit", "id", 1, None, 1, "SOL", "lots"])
     with pytest.raises(msgspec.ValidationError):
         decode_command(raw)
 
 
 def test_decode_command_unknown_tag_raises_validation_error() -> None:
+    # Given an unknown tag / When decoded / Then ValidationError
     with pytest.raises(msgspec.ValidationError):
         decode_command(msgspec.msgpack.encode(["Nope", "id", 1, None]))
 
 
 def test_decode_command_event_bytes_are_not_a_command() -> None:
+    # Given an encoded event / When decoded as a command / Then ValidationError
     with pytest.raises(msgspec.ValidationError):
         decode_command(encode(EVENTS[0]))  # type: ignore[arg-type]
 
 
 def test_place_order_defaults_are_gtc_reject_taker() -> None:
+    # Given a PlaceOrder without options / Then GTC, RejectTaker, not postOnly, no deadline
     order = PlaceOrder(
         id="p", ts=1, account=1, market="M_N", side=Side.BID, order_type=OrderType.LIMIT
     )
@@ -160,7 +168,8 @@ def test_place_order_defaults_are_gtc_reject_taker() -> None:
     assert order.deadline is None
 
 
-def test_enums_use_backpack_wire_spellings() -> None:
+def test_enums_encoded_use_backpack_spellings() -> None:
+    # Given the enums / Then their values are Backpack's spellings, also on the wire
     assert Side.BID == "Bid"
     assert OrderStatus.PARTIALLY_FILLED == "PartiallyFilled"
     assert SelfTradePrevention.REJECT_BOTH == "RejectBoth"

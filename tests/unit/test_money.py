@@ -50,9 +50,12 @@ def test_parse_plain_decimal_returns_count_of_ticks(text: str, expected: int) ->
         "01",
         "00.5",
         "0x10",
-        "١٢",  # Arabic-Indic digits
-        "１",  # fullwidth digit one
-        "1.٥",
+        "\u0661\u0662",  # Arabic-Indic digits 12
+        "\uff11",  # fullwidth digit one
+        "1.\u0665",  # Arabic-Indic five as a decimal
+        "\u0967",  # Devanagari one
+        "2\u00b2",  # superscript two
+        "1\u00a0",  # no-break space
         "1.0.0",
     ],
 )
@@ -64,6 +67,7 @@ def test_parse_malformed_string_raises_money_error(text: str) -> None:
 
 @pytest.mark.parametrize("value", [1, 1.5, None, b"1"])
 def test_parse_non_string_raises_money_error(value: object) -> None:
+    # Given a non-string / When parsed / Then MoneyError
     with pytest.raises(MoneyError):
         TICK.parse(value)  # type: ignore[arg-type]
 
@@ -78,6 +82,7 @@ def test_parse_off_tick_value_raises_money_error() -> None:
 
 
 def test_parse_more_decimals_than_increment_raises_money_error() -> None:
+    # Given more significant decimals than the increment / When parsed / Then MoneyError
     with pytest.raises(MoneyError):
         TICK.parse("0.011")
     with pytest.raises(MoneyError):
@@ -118,10 +123,12 @@ def test_parse_too_long_string_raises_money_error() -> None:
 def test_format_count_gives_increment_decimals(
     increment: Increment, count: int, expected: str
 ) -> None:
+    # Given a count / When formatted / Then exactly the increment's decimals
     assert increment.format(count) == expected
 
 
 def test_format_then_parse_round_trips() -> None:
+    # Given counts / When formatted and parsed back / Then the same counts
     for count in (1, 7, 99, 100, 12345678):
         assert NICKEL.parse(NICKEL.format(count)) == count
         assert TICK.parse(TICK.format(count)) == count
@@ -131,11 +138,13 @@ def test_format_then_parse_round_trips() -> None:
     ("units", "decimals"), [(0, 2), (-1, 2), (1, -1), (1, 31)]
 )
 def test_increment_invalid_definition_raises_money_error(units: int, decimals: int) -> None:
+    # Given non-positive units or decimals outside 0..30 / Then MoneyError
     with pytest.raises(MoneyError):
         Increment(units, decimals)
 
 
 def test_increment_str_is_its_decimal_form() -> None:
+    # Given increments / When printed / Then their decimal form
     assert str(NICKEL) == "0.05"
     assert str(WHOLE) == "1"
     assert str(Increment(25, 1)) == "2.5"
@@ -153,10 +162,12 @@ def test_increment_str_is_its_decimal_form() -> None:
 def test_atoms_whole_number_returns_atoms(
     increment: Increment, asset_decimals: int, atoms: int
 ) -> None:
+    # Given an increment and an asset's decimals / Then atoms per increment
     assert increment.atoms(asset_decimals) == atoms
 
 
 def test_atoms_finer_than_asset_atom_raises_money_error() -> None:
+    # Given an increment finer than the atom / When converted / Then MoneyError
     with pytest.raises(MoneyError):
         Increment(1, 3).atoms(2)
     with pytest.raises(MoneyError):
@@ -169,10 +180,12 @@ def test_atoms_finer_than_asset_atom_raises_money_error() -> None:
      ("0.10", Increment(1, 1)), ("2.5", Increment(25, 1)), ("10", Increment(10, 0))],
 )
 def test_parse_increment_valid_text_returns_increment(text: str, expected: Increment) -> None:
+    # Given an increment's text / When parsed / Then the increment
     assert parse_increment(text) == expected
 
 
 @pytest.mark.parametrize("text", ["0", "0.00", "-0.01", "1e-2", "abc", ""])
 def test_parse_increment_invalid_text_raises_money_error(text: str) -> None:
+    # Given zero, negative or malformed text / When parsed / Then MoneyError
     with pytest.raises(MoneyError):
         parse_increment(text)
