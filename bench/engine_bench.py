@@ -23,16 +23,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cloudex.enums import OrderType, Side  # noqa: E402
-from cloudex.markets import load_markets_config  # noqa: E402
-from cloudex.messages import (  # noqa: E402
+from cloudex.enums import OrderType, Side
+from cloudex.markets import load_markets_config
+from cloudex.messages import (
     AddMarket,
     CancelOrder,
     Deposit,
     OrderClosed,
     PlaceOrder,
 )
-from engine_service.core import Engine, EngineConfig  # noqa: E402
+from engine_service.core import Engine, EngineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKET = "SOL_USDC"
@@ -82,18 +82,28 @@ class Workload:
         bid = rng.random() < 0.5
         offset = rng.randint(1, 60)
         return PlaceOrder(
-            id=self._id(), ts=self._tick(), account=rng.randint(1, ACCOUNTS), market=MARKET,
-            side=Side.BID if bid else Side.ASK, order_type=OrderType.LIMIT,
-            price=MID - offset if bid else MID + offset, quantity=rng.randint(1, 20) * 10,
+            id=self._id(),
+            ts=self._tick(),
+            account=rng.randint(1, ACCOUNTS),
+            market=MARKET,
+            side=Side.BID if bid else Side.ASK,
+            order_type=OrderType.LIMIT,
+            price=MID - offset if bid else MID + offset,
+            quantity=rng.randint(1, 20) * 10,
         )
 
     def marketable(self) -> PlaceOrder:
         rng = self.rng
         bid = rng.random() < 0.5
         return PlaceOrder(
-            id=self._id(), ts=self._tick(), account=rng.randint(1, ACCOUNTS), market=MARKET,
-            side=Side.BID if bid else Side.ASK, order_type=OrderType.LIMIT,
-            price=MID + 20 if bid else MID - 20, quantity=rng.randint(1, 30) * 10,
+            id=self._id(),
+            ts=self._tick(),
+            account=rng.randint(1, ACCOUNTS),
+            market=MARKET,
+            side=Side.BID if bid else Side.ASK,
+            order_type=OrderType.LIMIT,
+            price=MID + 20 if bid else MID - 20,
+            quantity=rng.randint(1, 30) * 10,
         )
 
     def market(self) -> PlaceOrder:
@@ -102,8 +112,12 @@ class Workload:
         # Feedback keeps the book between ~10k and ~20k resting orders.
         lots = 5 if resting < 10_000 else 15 if resting < 15_000 else 40
         return PlaceOrder(
-            id=self._id(), ts=self._tick(), account=rng.randint(1, ACCOUNTS), market=MARKET,
-            side=Side.BID if rng.random() < 0.5 else Side.ASK, order_type=OrderType.MARKET,
+            id=self._id(),
+            ts=self._tick(),
+            account=rng.randint(1, ACCOUNTS),
+            market=MARKET,
+            side=Side.BID if rng.random() < 0.5 else Side.ASK,
+            order_type=OrderType.MARKET,
             quantity=rng.randint(1, 20) * lots,
         )
 
@@ -112,7 +126,10 @@ class Workload:
             return self.passive()
         order_id = self.live[self.rng.randrange(len(self.live))]
         return CancelOrder(
-            id=self._id(), ts=self._tick(), account=self.owner[order_id], market=MARKET,
+            id=self._id(),
+            ts=self._tick(),
+            account=self.owner[order_id],
+            market=MARKET,
             order_id=order_id,
         )
 
@@ -140,15 +157,34 @@ class Workload:
 
 def setup(seed: int) -> tuple[Engine, Workload]:
     config = load_markets_config(ROOT / "config" / "markets.toml")
-    engine = Engine(EngineConfig(order_limit=10_000, result_cache_size=int(__import__("os").environ.get("CACHE", "100000"))))
+    engine = Engine(
+        EngineConfig(
+            order_limit=10_000,
+            result_cache_size=int(__import__("os").environ.get("CACHE", "100000")),
+        )
+    )
     workload = Workload(engine, seed)
     for market in config.markets:
-        engine.execute(AddMarket(id=f"m-{market.symbol}", ts=workload.ts, market=market,
-                                 base=config.assets[market.base], quote=config.assets[market.quote]))
+        engine.execute(
+            AddMarket(
+                id=f"m-{market.symbol}",
+                ts=workload.ts,
+                market=market,
+                base=config.assets[market.base],
+                quote=config.assets[market.quote],
+            )
+        )
     for account in range(1, ACCOUNTS + 1):
         for asset, amount in (("USDC", FUNDS_USDC), ("SOL", FUNDS_SOL)):
-            result = engine.execute(Deposit(id=f"d{account}{asset}", ts=workload.ts,
-                                            account=account, asset=asset, amount=amount))
+            result = engine.execute(
+                Deposit(
+                    id=f"d{account}{asset}",
+                    ts=workload.ts,
+                    account=account,
+                    asset=asset,
+                    amount=amount,
+                )
+            )
             assert result.ok, result
     while len(workload.live) < 5_000:
         command = workload.passive()
@@ -178,7 +214,8 @@ def main() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(100_000, 50, 1_000)
-    if __import__("os").environ.get("NOGC"): gc.disable()
+    if __import__("os").environ.get("NOGC"):
+        gc.disable()
 
     latencies = array("q", bytes(8 * args.ops))
     execute = engine.execute
@@ -207,16 +244,21 @@ def main() -> None:
 
     print(f"resting orders sampled every 50k ops: {resting_samples}", file=sys.stderr)
     print(f"events: last seq {engine.seq}; final resting {len(workload.live)}", file=sys.stderr)
-    print(json.dumps({
-        "bench": "engine",
-        "ops": args.ops,
-        "ops_per_s": round(args.ops / (total_ns / 1e9)),
-        "ops_per_s_first_100k": round(min(args.ops, 100_000) / (
-            (first_100k_ns or total_ns) / 1e9)),
-        "p50_us": pct(0.50),
-        "p99_us": pct(0.99),
-        "p999_us": pct(0.999),
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "engine",
+                "ops": args.ops,
+                "ops_per_s": round(args.ops / (total_ns / 1e9)),
+                "ops_per_s_first_100k": round(
+                    min(args.ops, 100_000) / ((first_100k_ns or total_ns) / 1e9)
+                ),
+                "p50_us": pct(0.50),
+                "p99_us": pct(0.99),
+                "p999_us": pct(0.999),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cloudex.enums import OrderType, Side  # noqa: E402
-from cloudex.markets import load_markets_config  # noqa: E402
-from cloudex.messages import AddMarket, Deposit, PlaceOrder  # noqa: E402
-from engine_service.core import Engine  # noqa: E402
+from cloudex.enums import OrderType, Side
+from cloudex.markets import load_markets_config
+from cloudex.messages import AddMarket, Deposit, PlaceOrder
+from engine_service.core import Engine
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCOUNTS = 2_500
@@ -46,19 +46,32 @@ def main() -> None:
     engine = Engine()
     ts = 1_700_000_000_000_000
     for market in config.markets:
-        engine.execute(AddMarket(id=f"m-{market.symbol}", ts=ts, market=market,
-                                 base=config.assets[market.base], quote=config.assets[market.quote]))
+        engine.execute(
+            AddMarket(
+                id=f"m-{market.symbol}",
+                ts=ts,
+                market=market,
+                base=config.assets[market.base],
+                quote=config.assets[market.quote],
+            )
+        )
     for account in range(1, ACCOUNTS + 1):
         for asset in config.assets:
-            engine.execute(Deposit(id=f"d-{account}-{asset}", ts=ts, account=account, asset=asset,
-                                   amount=10**17))
+            engine.execute(
+                Deposit(
+                    id=f"d-{account}-{asset}", ts=ts, account=account, asset=asset, amount=10**17
+                )
+            )
     markets = []
     for market in config.markets:
         rules = engine.market_rules(market.symbol)
         assert rules is not None
         # A mid well inside the price range, and a minimum size that meets the minimum notional.
         mid = rules.max_ticks // 1000
-        lots = max(rules.min_lots, -(-rules.min_notional_atoms // (mid // 2 * rules.quote_atoms_per_tick_lot)))
+        lots = max(
+            rules.min_lots,
+            -(-rules.min_notional_atoms // (mid // 2 * rules.quote_atoms_per_tick_lot)),
+        )
         markets.append((market.symbol, mid, lots))
     per_account = -(-args.orders // ACCOUNTS)
     placed = 0
@@ -66,10 +79,18 @@ def main() -> None:
         symbol, mid, lots = markets[n % len(markets)]
         bid = rng.random() < 0.5
         offset = rng.randint(1, mid // 2 - 1)
-        result = engine.execute(PlaceOrder(
-            id=f"o{n}", ts=ts + n, account=1 + n // per_account, market=symbol,
-            side=Side.BID if bid else Side.ASK, order_type=OrderType.LIMIT,
-            price=mid - offset if bid else mid + offset, quantity=lots * rng.randint(1, 5)))
+        result = engine.execute(
+            PlaceOrder(
+                id=f"o{n}",
+                ts=ts + n,
+                account=1 + n // per_account,
+                market=symbol,
+                side=Side.BID if bid else Side.ASK,
+                order_type=OrderType.LIMIT,
+                price=mid - offset if bid else mid + offset,
+                quantity=lots * rng.randint(1, 5),
+            )
+        )
         assert result.ok, result
         placed += 1
     del result
@@ -86,13 +107,17 @@ def main() -> None:
     restore_s = time.perf_counter() - start
     assert restored.state_hash() == engine.state_hash()
     print(f"snapshot size: {len(snapshot) / 1e6:.1f} MB", file=sys.stderr)
-    print(json.dumps({
-        "bench": "engine_memory",
-        "resting_orders": resting,
-        "rss_mb": round(rss, 1),
-        "snapshot_s": round(snapshot_s, 2),
-        "restore_s": round(restore_s, 2),
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "engine_memory",
+                "resting_orders": resting,
+                "rss_mb": round(rss, 1),
+                "snapshot_s": round(snapshot_s, 2),
+                "restore_s": round(restore_s, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -57,6 +57,8 @@ def bucket_end(start_us: int, interval: str) -> int:
     """Return the end (µs, exclusive) of the ``interval`` candle starting at ``start_us``."""
     if interval == "1month":
         moment = datetime.fromtimestamp(start_us // _US, UTC)
-        year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+        year, month = (
+            (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+        )
         return int(datetime(year, month, 1, tzinfo=UTC).timestamp()) * _US
     return start_us + INTERVAL_SECONDS[interval] * _US

@@ -60,7 +60,7 @@ class MarketSpec(msgspec.Struct, frozen=True):
 
 
 class MarketRules(msgspec.Struct, frozen=True):
-    """A market compiled to integers: prices in ticks, quantities in lots, notionals in quote atoms."""
+    """A market in integers: prices in ticks, quantities in lots, notionals in quote atoms."""
 
     spec: MarketSpec
     base: AssetSpec

@@ -93,7 +93,7 @@ class Withdraw(Command, kw_only=True):
 
 
 class PlaceOrder(Command, kw_only=True):
-    """Place a Limit (``price`` and ``quantity``) or Market (``quantity`` or ``quote_quantity``) order."""
+    """Place a Limit (price, quantity) or Market (quantity or quote_quantity) order."""
 
     account: int
     market: str

@@ -67,7 +67,8 @@ from cloudex.messages import (
 from cloudex.names import FEE_ACCOUNT
 from engine_service.core.book import BookSide, Order
 from engine_service.core.market_data import MarketData
-from engine_service.core.snapshot import SNAPSHOT_VERSION, EngineState, MarketState as _MarketState
+from engine_service.core.snapshot import SNAPSHOT_VERSION, EngineState
+from engine_service.core.snapshot import MarketState as _MarketState
 
 __all__ = ["Engine", "EngineConfig", "MarketBook", "MAX_BALANCE", "MAX_CLIENT_ID"]
 
@@ -137,7 +138,10 @@ class MarketBook:
     @property
     def spec(self) -> MarketSpec:
         return msgspec.structs.replace(
-            self.rules.spec, state=self.state, maker_fee_bps=self.maker_bps, taker_fee_bps=self.taker_bps
+            self.rules.spec,
+            state=self.state,
+            maker_fee_bps=self.maker_bps,
+            taker_fee_bps=self.taker_bps,
         )
 
 
@@ -248,7 +252,9 @@ class Engine:
                 raise _Rejected(ErrorCode.INVALID_ORDER, "Post-only orders must be GTC")
         else:
             if price is not None or c.post_only:
-                raise _Rejected(ErrorCode.INVALID_ORDER, "A market order takes no price or postOnly")
+                raise _Rejected(
+                    ErrorCode.INVALID_ORDER, "A market order takes no price or postOnly"
+                )
             if (quantity is None) == (quote_quantity is None):
                 raise _Rejected(
                     ErrorCode.INVALID_ORDER, "A market order needs quantity or quoteQuantity"
@@ -313,8 +319,14 @@ class Engine:
         if c.post_only and crosses:
             raise _Rejected(ErrorCode.INVALID_ORDER, "Order would immediately match and take")
         fill_or_kill = tif is _FOK and not self._fillable(
-            opposite, is_bid, account, c.self_trade_prevention, price, quantity,  # type: ignore[arg-type]
-            budget, tick_lot,
+            opposite,
+            is_bid,
+            account,
+            c.self_trade_prevention,
+            price,
+            quantity,  # type: ignore[arg-type]
+            budget,
+            tick_lot,
         )
 
         # -- accepted: from here on the command only succeeds --
@@ -323,14 +335,38 @@ class Engine:
         symbol = c.market
         events: list[AnyEvent] = [
             OrderAccepted(
-                0, ts, order_id, account, symbol, c.side, c.order_type, tif, price, quantity,
-                quote_quantity, client_id, c.post_only, c.self_trade_prevention,
+                0,
+                ts,
+                order_id,
+                account,
+                symbol,
+                c.side,
+                c.order_type,
+                tif,
+                price,
+                quantity,
+                quote_quantity,
+                client_id,
+                c.post_only,
+                c.self_trade_prevention,
             )
         ]
         order = Order(
-            order_id, account, is_bid, price, quantity,
-            quantity if quantity is not None else _UNBOUNDED, 0, client_id,
-            c.self_trade_prevention, tif, c.post_only, c.order_type, quote_quantity, ts, mb,
+            order_id,
+            account,
+            is_bid,
+            price,
+            quantity,
+            quantity if quantity is not None else _UNBOUNDED,
+            0,
+            client_id,
+            c.self_trade_prevention,
+            tif,
+            c.post_only,
+            c.order_type,
+            quote_quantity,
+            ts,
+            mb,
         )
         stop: CloseReason | None = CloseReason.FILL_OR_KILL if fill_or_kill else None
         filled = 0
@@ -373,9 +409,20 @@ class Engine:
             self._balances_hash += hash((account, slot, available - lock, locked + lock)) - hash(
                 (account, slot, available, locked)
             )
-            events.append(BalanceChanged(
-                0, ts, account, self._asset_symbols[slot >> 1], available - lock, locked + lock,
-                -lock, lock, _ORDER, order_id))
+            events.append(
+                BalanceChanged(
+                    0,
+                    ts,
+                    account,
+                    self._asset_symbols[slot >> 1],
+                    available - lock,
+                    locked + lock,
+                    -lock,
+                    lock,
+                    _ORDER,
+                    order_id,
+                )
+            )
 
         own_level: tuple[tuple[int, int], ...] = ()
         if rests:
@@ -390,8 +437,9 @@ class Engine:
             self._open_counts[account] = self._open_counts.get(account, 0) + 1
             if client_id is not None:
                 self._client_ids[(account, client_id)] = order
-            self._orders_hash += hash((order_id, account, mb.index, is_bid, price, remaining,
-                                       traded_quote, ts))
+            self._orders_hash += hash(
+                (order_id, account, mb.index, is_bid, price, remaining, traded_quote, ts)
+            )
             status = _PARTIAL if filled else _NEW
         else:
             if remaining == 0:  # for a quote-sized order: its budget buys no further lot
@@ -408,12 +456,33 @@ class Engine:
             mb.update_id += 1
             mb.last_depth_ts = ts
             opposite_levels = tuple(touched.items())
-            events.append(DepthChanged(
-                0, ts, symbol, mb.update_id, own_level if is_bid else opposite_levels,
-                opposite_levels if is_bid else own_level))
+            events.append(
+                DepthChanged(
+                    0,
+                    ts,
+                    symbol,
+                    mb.update_id,
+                    own_level if is_bid else opposite_levels,
+                    opposite_levels if is_bid else own_level,
+                )
+            )
         view = OrderView(
-            order_id, account, symbol, client_id, c.side, c.order_type, tif, price, quantity,
-            quote_quantity, filled, traded_quote, status, c.post_only, c.self_trade_prevention, ts,
+            order_id,
+            account,
+            symbol,
+            client_id,
+            c.side,
+            c.order_type,
+            tif,
+            price,
+            quantity,
+            quote_quantity,
+            filled,
+            traded_quote,
+            status,
+            c.post_only,
+            c.self_trade_prevention,
+            ts,
         )
         return CommandResult(c.id, None, "", events, [view])
 
@@ -458,7 +527,7 @@ class Engine:
         touched: dict[int, int],
         ts: int,
     ) -> tuple[int, int, int, CloseReason | None]:
-        """Fill ``taker`` against the opposite side; return (lots, quote atoms, taker fees, stop)."""
+        """Fill ``taker`` against the opposite side; return (lots, quote, taker fees, stop)."""
         is_bid = taker.is_bid
         side = mb.asks if is_bid else mb.bids
         keys = side.keys
@@ -500,7 +569,12 @@ class Engine:
                 if maker.account == account:
                     if stp is not _REJECT_TAKER:
                         self._close_resting(
-                            maker, mb, events, ts, _EXPIRED, CloseReason.SELF_TRADE_PREVENTION,
+                            maker,
+                            mb,
+                            events,
+                            ts,
+                            _EXPIRED,
+                            CloseReason.SELF_TRADE_PREVENTION,
                             drop_empty_level=False,
                         )
                     if stp is not _REJECT_MAKER:
@@ -534,37 +608,107 @@ class Engine:
                     seller_fee = -(-quote * maker_bps // 10_000)
                     taker_fees += buyer_fee
                     # The maker sells: its locked base goes, the quote comes in less its fee.
-                    self._balances_hash -= hash((maker.account, base_slot, maker_balance[base_slot],
-                                                 maker_balance[base_slot + 1]))
+                    self._balances_hash -= hash(
+                        (
+                            maker.account,
+                            base_slot,
+                            maker_balance[base_slot],
+                            maker_balance[base_slot + 1],
+                        )
+                    )
                     maker_balance[base_slot + 1] -= base
-                    self._balances_hash += hash((maker.account, base_slot, maker_balance[base_slot],
-                                                 maker_balance[base_slot + 1]))
-                    events.append(BalanceChanged(
-                        0, ts, maker.account, rules.base.symbol, maker_balance[base_slot],
-                        maker_balance[base_slot + 1], 0, -base, _FILL, maker.id))
-                    change(events, ts, maker.account, quote_slot, quote - seller_fee, 0, _FILL,
-                           maker.id)
+                    self._balances_hash += hash(
+                        (
+                            maker.account,
+                            base_slot,
+                            maker_balance[base_slot],
+                            maker_balance[base_slot + 1],
+                        )
+                    )
+                    events.append(
+                        BalanceChanged(
+                            0,
+                            ts,
+                            maker.account,
+                            rules.base.symbol,
+                            maker_balance[base_slot],
+                            maker_balance[base_slot + 1],
+                            0,
+                            -base,
+                            _FILL,
+                            maker.id,
+                        )
+                    )
+                    change(
+                        events,
+                        ts,
+                        maker.account,
+                        quote_slot,
+                        quote - seller_fee,
+                        0,
+                        _FILL,
+                        maker.id,
+                    )
                     buy_id, sell_id, buyer, seller = taker.id, maker.id, account, maker.account
                 else:
                     seller_fee = -(-quote * taker_bps // 10_000)
                     buyer_fee = -(-base * maker_bps // 10_000)
                     taker_fees += seller_fee
-                    self._balances_hash -= hash((maker.account, quote_slot, maker_balance[quote_slot],
-                                                 maker_balance[quote_slot + 1]))
+                    self._balances_hash -= hash(
+                        (
+                            maker.account,
+                            quote_slot,
+                            maker_balance[quote_slot],
+                            maker_balance[quote_slot + 1],
+                        )
+                    )
                     maker_balance[quote_slot + 1] -= quote
-                    self._balances_hash += hash((maker.account, quote_slot, maker_balance[quote_slot],
-                                                 maker_balance[quote_slot + 1]))
-                    events.append(BalanceChanged(
-                        0, ts, maker.account, rules.quote.symbol, maker_balance[quote_slot],
-                        maker_balance[quote_slot + 1], 0, -quote, _FILL, maker.id))
-                    change(events, ts, maker.account, base_slot, base - buyer_fee, 0, _FILL,
-                           maker.id)
+                    self._balances_hash += hash(
+                        (
+                            maker.account,
+                            quote_slot,
+                            maker_balance[quote_slot],
+                            maker_balance[quote_slot + 1],
+                        )
+                    )
+                    events.append(
+                        BalanceChanged(
+                            0,
+                            ts,
+                            maker.account,
+                            rules.quote.symbol,
+                            maker_balance[quote_slot],
+                            maker_balance[quote_slot + 1],
+                            0,
+                            -quote,
+                            _FILL,
+                            maker.id,
+                        )
+                    )
+                    change(
+                        events, ts, maker.account, base_slot, base - buyer_fee, 0, _FILL, maker.id
+                    )
                     buy_id, sell_id, buyer, seller = maker.id, taker.id, maker.account, account
                 fee_base += buyer_fee
                 fee_quote += seller_fee
-                events.append(TradeExecuted(
-                    0, ts, symbol, trade_id, price, lots, quote, buy_id, sell_id, buyer, seller,
-                    not is_bid, buyer_fee, seller_fee))
+                events.append(
+                    TradeExecuted(
+                        0,
+                        ts,
+                        symbol,
+                        trade_id,
+                        price,
+                        lots,
+                        quote,
+                        buy_id,
+                        sell_id,
+                        buyer,
+                        seller,
+                        not is_bid,
+                        buyer_fee,
+                        seller_fee,
+                    )
+                )
                 trade_id += 1
                 self._orders_hash -= self._order_hash(maker, mb)
                 maker.remaining -= lots
@@ -576,9 +720,19 @@ class Engine:
                     del makers[maker.id]
                     del orders[maker.id]
                     self._forget_open(maker)
-                    events.append(OrderClosed(
-                        0, ts, maker.id, maker.account, symbol, _FILLED, CloseReason.FILLED,
-                        maker.quantity, maker.executed_quote))  # type: ignore[arg-type]
+                    events.append(
+                        OrderClosed(
+                            0,
+                            ts,
+                            maker.id,
+                            maker.account,
+                            symbol,
+                            _FILLED,
+                            CloseReason.FILLED,
+                            maker.quantity,
+                            maker.executed_quote,
+                        )
+                    )  # type: ignore[arg-type]
                 remaining -= lots
                 filled += lots
                 traded_quote += quote
@@ -680,14 +834,28 @@ class Engine:
         rules = mb.rules
         if order.is_bid:
             amount = order.remaining * order.price * rules.quote_atoms_per_tick_lot  # type: ignore[operator]
-            self._change(events, ts, order.account, mb.quote_slot, amount, -amount, _UNLOCK, order.id)
+            self._change(
+                events, ts, order.account, mb.quote_slot, amount, -amount, _UNLOCK, order.id
+            )
         else:
             amount = order.remaining * rules.base_atoms_per_lot
-            self._change(events, ts, order.account, mb.base_slot, amount, -amount, _UNLOCK, order.id)
+            self._change(
+                events, ts, order.account, mb.base_slot, amount, -amount, _UNLOCK, order.id
+            )
         executed = order.quantity - order.remaining  # type: ignore[operator]
-        events.append(OrderClosed(
-            0, ts, order.id, order.account, rules.spec.symbol, status, reason, executed,
-            order.executed_quote))
+        events.append(
+            OrderClosed(
+                0,
+                ts,
+                order.id,
+                order.account,
+                rules.spec.symbol,
+                status,
+                reason,
+                executed,
+                order.executed_quote,
+            )
+        )
         touch = {level.price: level.total}
         return (touch, {}) if order.is_bid else ({}, touch)
 
@@ -722,7 +890,9 @@ class Engine:
         if balance is None or balance[slot] < c.amount:
             raise _Rejected(ErrorCode.INSUFFICIENT_FUNDS, "Insufficient funds")
         events: list[AnyEvent] = []
-        self._change(events, ts, c.account, slot, -c.amount, 0, BalanceReason.WITHDRAWAL, c.reference)
+        self._change(
+            events, ts, c.account, slot, -c.amount, 0, BalanceReason.WITHDRAWAL, c.reference
+        )
         return CommandResult(c.id, None, "", events, [])
 
     def _add_market(self, c: AddMarket, ts: int) -> CommandResult:
@@ -731,7 +901,9 @@ class Engine:
         for asset in (c.base, c.quote):
             known = self._assets.get(asset.symbol)
             if known is not None and known.decimals != asset.decimals:
-                raise _Rejected(ErrorCode.INVALID_ASSET, f"{asset.symbol} has {known.decimals} decimals")
+                raise _Rejected(
+                    ErrorCode.INVALID_ASSET, f"{asset.symbol} has {known.decimals} decimals"
+                )
         try:
             rules = compile_market(c.market, c.base, c.quote)
         except MarketSpecError as exc:
@@ -746,7 +918,10 @@ class Engine:
                     balance.extend((0, 0))
                     self._balances_hash += hash((account, slot, 0, 0))
         self._markets[rules.spec.symbol] = MarketBook(
-            rules, len(self._markets), self._asset_slots[c.base.symbol], self._asset_slots[c.quote.symbol]
+            rules,
+            len(self._markets),
+            self._asset_slots[c.base.symbol],
+            self._asset_slots[c.quote.symbol],
         )
         return CommandResult(c.id, None, "", [MarketAdded(0, ts, c.market, c.base, c.quote)], [])
 
@@ -754,7 +929,9 @@ class Engine:
         mb = self._market(c.market)
         for bps in (c.maker_fee_bps, c.taker_fee_bps):
             if not 0 <= bps <= MAX_FEE_BPS:
-                raise _Rejected(ErrorCode.INVALID_CLIENT_REQUEST, f"Fees must be 0..{MAX_FEE_BPS} bps")
+                raise _Rejected(
+                    ErrorCode.INVALID_CLIENT_REQUEST, f"Fees must be 0..{MAX_FEE_BPS} bps"
+                )
         mb.maker_bps = c.maker_fee_bps
         mb.taker_bps = c.taker_fee_bps
         event = MarketFeesChanged(0, ts, c.market, c.maker_fee_bps, c.taker_fee_bps)
@@ -807,15 +984,28 @@ class Engine:
         self._balances_hash += hash((account, slot, new_available, new_locked)) - hash(
             (account, slot, available, locked)
         )
-        events.append(BalanceChanged(
-            0, ts, account, self._asset_symbol(slot), new_available, new_locked, available_delta,
-            locked_delta, reason, reference))
+        events.append(
+            BalanceChanged(
+                0,
+                ts,
+                account,
+                self._asset_symbol(slot),
+                new_available,
+                new_locked,
+                available_delta,
+                locked_delta,
+                reason,
+                reference,
+            )
+        )
 
     def _account(self, account: int) -> list[int]:
         balance = self._balances.get(account)
         if balance is None:
             balance = self._balances[account] = [0] * (2 * len(self._assets))
-            self._balances_hash += sum(hash((account, slot, 0, 0)) for slot in range(0, len(balance), 2))
+            self._balances_hash += sum(
+                hash((account, slot, 0, 0)) for slot in range(0, len(balance), 2)
+            )
         return balance
 
     def _asset_slot(self, asset: str) -> int:
@@ -845,13 +1035,21 @@ class Engine:
     ) -> None:
         mb.update_id += 1
         mb.last_depth_ts = ts
-        events.append(DepthChanged(
-            0, ts, mb.rules.spec.symbol, mb.update_id, tuple(bids.items()), tuple(asks.items())))
+        events.append(
+            DepthChanged(
+                0, ts, mb.rules.spec.symbol, mb.update_id, tuple(bids.items()), tuple(asks.items())
+            )
+        )
 
     def _market_stats(self, mb: MarketBook, ts: int) -> MarketStats:
         return MarketStats(
-            0, ts, mb.rules.spec.symbol, mb.data.ticker(ts), mb.data.candles(ts),
-            self._best(mb.bids), self._best(mb.asks),
+            0,
+            ts,
+            mb.rules.spec.symbol,
+            mb.data.ticker(ts),
+            mb.data.candles(ts),
+            self._best(mb.bids),
+            self._best(mb.asks),
         )
 
     @staticmethod
@@ -890,7 +1088,9 @@ class Engine:
             return {}
         return {sym: (balance[2 * i], balance[2 * i + 1]) for i, sym in enumerate(self._assets)}
 
-    def depth(self, market: str, limit: int | None = None) -> tuple[int, list[tuple[int, int]], list[tuple[int, int]]]:
+    def depth(
+        self, market: str, limit: int | None = None
+    ) -> tuple[int, list[tuple[int, int]], list[tuple[int, int]]]:
         """Return ``(update_id, bids, asks)``: levels as ``(price, lots)``, best first."""
         mb = self._market_or_key_error(market)
         return mb.update_id, mb.bids.depth(limit), mb.asks.depth(limit)
@@ -932,18 +1132,40 @@ class Engine:
 
     def _view(self, order: Order, mb: MarketBook, status: OrderStatus) -> OrderView:
         return OrderView(
-            order.id, order.account, mb.rules.spec.symbol, order.client_id,
-            Side.BID if order.is_bid else Side.ASK, order.order_type, order.tif, order.price,
-            order.quantity, order.quote_quantity, order.quantity - order.remaining,  # type: ignore[operator]
-            order.executed_quote, status, order.post_only, order.stp, order.created_at,
+            order.id,
+            order.account,
+            mb.rules.spec.symbol,
+            order.client_id,
+            Side.BID if order.is_bid else Side.ASK,
+            order.order_type,
+            order.tif,
+            order.price,
+            order.quantity,
+            order.quote_quantity,
+            order.quantity - order.remaining,  # type: ignore[operator]
+            order.executed_quote,
+            status,
+            order.post_only,
+            order.stp,
+            order.created_at,
         )
 
     # -- STATE HASH -------------------------------------------------------------------------
 
     @staticmethod
     def _order_hash(order: Order, mb: MarketBook) -> int:
-        return hash((order.id, order.account, mb.index, order.is_bid, order.price, order.remaining,
-                     order.executed_quote, order.created_at))
+        return hash(
+            (
+                order.id,
+                order.account,
+                mb.index,
+                order.is_bid,
+                order.price,
+                order.remaining,
+                order.executed_quote,
+                order.created_at,
+            )
+        )
 
     def state_hash(self) -> str:
         """Return a canonical hash of the whole state, cheap enough for every journal block.
@@ -954,11 +1176,24 @@ class Engine:
         """
         mask = (1 << 64) - 1
         header = (
-            self._seq, self._clock, self._next_order_id, self._next_trade_id,
-            self._orders_hash & mask, self._balances_hash & mask, len(self._results),
+            self._seq,
+            self._clock,
+            self._next_order_id,
+            self._next_trade_id,
+            self._orders_hash & mask,
+            self._balances_hash & mask,
+            len(self._results),
             [
-                (mb.index, sym, mb.state.value, mb.maker_bps, mb.taker_bps, mb.update_id,
-                 mb.last_depth_ts, mb.data.dump())
+                (
+                    mb.index,
+                    sym,
+                    mb.state.value,
+                    mb.maker_bps,
+                    mb.taker_bps,
+                    mb.update_id,
+                    mb.last_depth_ts,
+                    mb.data.dump(),
+                )
                 for sym, mb in self._markets.items()
             ],
         )
@@ -984,8 +1219,21 @@ class Engine:
         markets = []
         for mb in self._markets.values():
             rows = [
-                (o.id, o.account, o.is_bid, o.price, o.quantity, o.remaining, o.executed_quote,
-                 o.client_id, o.stp, o.tif, o.post_only, o.order_type, o.created_at)
+                (
+                    o.id,
+                    o.account,
+                    o.is_bid,
+                    o.price,
+                    o.quantity,
+                    o.remaining,
+                    o.executed_quote,
+                    o.client_id,
+                    o.stp,
+                    o.tif,
+                    o.post_only,
+                    o.order_type,
+                    o.created_at,
+                )
                 for side in (mb.bids, mb.asks)
                 for level in side.iter_levels()
                 for o in level.orders.values()
@@ -994,9 +1242,16 @@ class Engine:
                 _MarketState(mb.spec, mb.update_id, mb.last_depth_ts, mb.data.dump(), rows)
             )
         state = EngineState(
-            SNAPSHOT_VERSION, self._seq, self._clock, self._next_order_id, self._next_trade_id,
-            list(self._assets.values()), markets, list(self._balances.items()),
-            [self._results[command_id] for command_id in self._result_ids], self.state_hash(),
+            SNAPSHOT_VERSION,
+            self._seq,
+            self._clock,
+            self._next_order_id,
+            self._next_trade_id,
+            list(self._assets.values()),
+            markets,
+            list(self._balances.items()),
+            [self._results[command_id] for command_id in self._result_ids],
+            self.state_hash(),
         )
         return msgspec.msgpack.encode(state)
 

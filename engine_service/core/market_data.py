@@ -43,7 +43,15 @@ class MarketData:
         self.traded = False  # traded since the last MarketStats
 
     def on_trades(
-        self, ts: int, first: int, high: int, low: int, last: int, volume: int, quote: int, count: int
+        self,
+        ts: int,
+        first: int,
+        high: int,
+        low: int,
+        last: int,
+        volume: int,
+        quote: int,
+        count: int,
     ) -> None:
         """Record the trades of one command (all at time ``ts``)."""
         minute = self.minute

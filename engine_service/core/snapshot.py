@@ -15,9 +15,19 @@ SNAPSHOT_VERSION = 1
 # (id, account, is_bid, price, quantity, remaining, executed_quote, client_id, stp, tif,
 #  post_only, order_type, created_at) -- a tuple, since a million of them must encode fast.
 OrderRow = tuple[
-    int, int, bool, int | None, int | None, int, int, int | None, SelfTradePrevention,
-    TimeInForce, bool,
-    OrderType, int,
+    int,
+    int,
+    bool,
+    int | None,
+    int | None,
+    int,
+    int,
+    int | None,
+    SelfTradePrevention,
+    TimeInForce,
+    bool,
+    OrderType,
+    int,
 ]
 Bar = list[int]
 

@@ -73,36 +73,56 @@ def test_place_unknown_market_invalid_market(rich: CheckedExchange) -> None:
 
 def test_cancel_unknown_market_invalid_market(rich: CheckedExchange) -> None:
     # Given a book / When cancel or cancel-all names an unknown market / Then INVALID_MARKET
-    assert_rejected(rich, CancelOrder, ErrorCode.INVALID_MARKET, account=2, market="X_Y",
-                    order_id=1)
+    assert_rejected(
+        rich, CancelOrder, ErrorCode.INVALID_MARKET, account=2, market="X_Y", order_id=1
+    )
     assert_rejected(rich, CancelAllOrders, ErrorCode.INVALID_MARKET, account=2, market="X_Y")
 
 
 def test_set_state_unknown_market_invalid_market(rich: CheckedExchange) -> None:
     # Given no market X_Y / When its state is set / Then INVALID_MARKET
-    assert_rejected(rich, SetMarketState, ErrorCode.INVALID_MARKET, market="X_Y",
-                    state=MarketState.CLOSED)
+    assert_rejected(
+        rich, SetMarketState, ErrorCode.INVALID_MARKET, market="X_Y", state=MarketState.CLOSED
+    )
 
 
 def test_add_market_existing_symbol_invalid_market(ex: CheckedExchange) -> None:
     # Given SOL_USDC exists / When it is added again / Then INVALID_MARKET
     [spec] = [m for m in ex.engine.markets() if m.symbol == MKT]
-    assert_rejected(ex, AddMarket, ErrorCode.INVALID_MARKET, market=spec,
-                    base=AssetSpec("SOL", 9), quote=AssetSpec("USDC", 6))
+    assert_rejected(
+        ex,
+        AddMarket,
+        ErrorCode.INVALID_MARKET,
+        market=spec,
+        base=AssetSpec("SOL", 9),
+        quote=AssetSpec("USDC", 6),
+    )
 
 
 def test_add_market_inexact_spec_invalid_market(ex: CheckedExchange) -> None:
     # Given tick x step finer than the quote atom / When added / Then INVALID_MARKET
     spec = MarketSpec("SOL_USD", "SOL", "USD", "0.01", "0.01", "0.01", "10", "100", "1", 2, 5)
-    assert_rejected(ex, AddMarket, ErrorCode.INVALID_MARKET, market=spec,
-                    base=AssetSpec("SOL", 9), quote=AssetSpec("USD", 2))
+    assert_rejected(
+        ex,
+        AddMarket,
+        ErrorCode.INVALID_MARKET,
+        market=spec,
+        base=AssetSpec("SOL", 9),
+        quote=AssetSpec("USD", 2),
+    )
 
 
 def test_add_market_known_asset_other_decimals_invalid_asset(ex: CheckedExchange) -> None:
     # Given SOL has 9 decimals / When a market redefines it with 8 / Then INVALID_ASSET
     spec = MarketSpec("SOL_EUR", "SOL", "EUR", "0.01", "0.01", "0.01", "10", "100", "1", 2, 5)
-    assert_rejected(ex, AddMarket, ErrorCode.INVALID_ASSET, market=spec,
-                    base=AssetSpec("SOL", 8), quote=AssetSpec("EUR", 6))
+    assert_rejected(
+        ex,
+        AddMarket,
+        ErrorCode.INVALID_ASSET,
+        market=spec,
+        base=AssetSpec("SOL", 8),
+        quote=AssetSpec("EUR", 6),
+    )
 
 
 def test_add_market_new_market_and_asset_is_tradeable(ex: CheckedExchange) -> None:
@@ -139,8 +159,9 @@ def test_place_price_at_max_is_accepted(rich: CheckedExchange) -> None:
 def test_place_quantity_out_of_range_invalid_quantity(rich: CheckedExchange, quantity: int) -> None:
     # Given min 1 lot, max 10^7 lots / When outside / Then INVALID_QUANTITY
     place(rich, ErrorCode.INVALID_QUANTITY, price=PRICE, quantity=quantity)
-    place(rich, ErrorCode.INVALID_QUANTITY, order_type=OrderType.MARKET, side=ASK,
-          quantity=quantity)
+    place(
+        rich, ErrorCode.INVALID_QUANTITY, order_type=OrderType.MARKET, side=ASK, quantity=quantity
+    )
 
 
 def test_place_quantity_at_bounds_is_accepted(rich: CheckedExchange) -> None:
@@ -154,8 +175,9 @@ def test_place_market_quote_quantity_not_positive_invalid_quantity(
     rich: CheckedExchange, quote_quantity: int
 ) -> None:
     # Given a book / When quoteQuantity <= 0 / Then INVALID_QUANTITY
-    place(rich, ErrorCode.INVALID_QUANTITY, order_type=OrderType.MARKET,
-          quote_quantity=quote_quantity)
+    place(
+        rich, ErrorCode.INVALID_QUANTITY, order_type=OrderType.MARKET, quote_quantity=quote_quantity
+    )
 
 
 def test_place_notional_below_minimum_invalid_order(rich: CheckedExchange) -> None:
@@ -185,17 +207,20 @@ def test_place_notional_exactly_minimum_is_accepted(ex: CheckedExchange) -> None
         {"price": PRICE, "quantity": 1, "quote_quantity": USDC_1},
     ],
 )
-def test_place_limit_malformed_invalid_order(
-    rich: CheckedExchange, fields: dict[str, int]
-) -> None:
+def test_place_limit_malformed_invalid_order(rich: CheckedExchange, fields: dict[str, int]) -> None:
     # Given a book / When a limit lacks price or quantity or has quoteQuantity / Then INVALID_ORDER
     place(rich, ErrorCode.INVALID_ORDER, **fields)
 
 
 def test_place_market_fok_by_quote_quantity_invalid_order(rich: CheckedExchange) -> None:
     # Given a book / When a FOK market order is sized in quote / Then INVALID_ORDER
-    place(rich, ErrorCode.INVALID_ORDER, order_type=OrderType.MARKET, quote_quantity=USDC_1 * 2,
-          time_in_force=TimeInForce.FOK)
+    place(
+        rich,
+        ErrorCode.INVALID_ORDER,
+        order_type=OrderType.MARKET,
+        quote_quantity=USDC_1 * 2,
+        time_in_force=TimeInForce.FOK,
+    )
 
 
 # -- CLIENT IDS --------------------------------------------------------------------------------
@@ -206,16 +231,23 @@ def test_client_id_used_by_open_order_invalid_order(rich: CheckedExchange) -> No
     rich.rest(1, BID, PRICE - 50, 2, client_id=7)
     # When the same account reuses clientId 7, for any order type / Then INVALID_ORDER
     place(rich, ErrorCode.INVALID_ORDER, price=PRICE - 60, quantity=2, client_id=7)
-    place(rich, ErrorCode.INVALID_ORDER, order_type=OrderType.MARKET, side=ASK, quantity=1,
-          client_id=7)
+    place(
+        rich,
+        ErrorCode.INVALID_ORDER,
+        order_type=OrderType.MARKET,
+        side=ASK,
+        quantity=1,
+        client_id=7,
+    )
 
 
 def test_client_id_same_value_other_account_is_accepted(rich: CheckedExchange) -> None:
     # Given account 1 uses clientId 7 / When account 2 uses 7 too / Then accepted
     rich.rest(1, BID, PRICE - 50, 2, client_id=7)
     rich.rest(2, BID, PRICE - 50, 2, client_id=7)
-    assert sorted(o.client_id for a in (1, 2) for o in rich.engine.open_orders(a)
-                  if o.client_id is not None) == [7, 7]
+    assert sorted(
+        o.client_id for a in (1, 2) for o in rich.engine.open_orders(a) if o.client_id is not None
+    ) == [7, 7]
 
 
 def test_client_id_reusable_after_cancel_and_after_fill(rich: CheckedExchange) -> None:
@@ -242,8 +274,7 @@ def test_client_id_outside_u32_invalid_client_request(
     rich: CheckedExchange, client_id: int
 ) -> None:
     # Given a book / When clientId is outside 0..2^32-1 / Then INVALID_CLIENT_REQUEST
-    place(rich, ErrorCode.INVALID_CLIENT_REQUEST, price=PRICE - 50, quantity=2,
-          client_id=client_id)
+    place(rich, ErrorCode.INVALID_CLIENT_REQUEST, price=PRICE - 50, quantity=2, client_id=client_id)
 
 
 @pytest.mark.parametrize("client_id", [0, MAX_CLIENT_ID])
@@ -287,14 +318,14 @@ def test_fee_account_placing_order_forbidden(rich: CheckedExchange) -> None:
     rich.limit(1, MKT, BID, PRICE + 10, 1)
     assert rich.bal(FEE_ACCOUNT, SOL)[0] > 0
     place(rich, ErrorCode.FORBIDDEN, account=FEE_ACCOUNT, side=ASK, price=PRICE + 10, quantity=1)
-    place(rich, ErrorCode.FORBIDDEN, account=FEE_ACCOUNT, order_type=OrderType.MARKET,
-          quantity=1)
+    place(rich, ErrorCode.FORBIDDEN, account=FEE_ACCOUNT, order_type=OrderType.MARKET, quantity=1)
 
 
 def test_deposit_to_fee_account_forbidden(ex: CheckedExchange) -> None:
     # Given the fee account 0 (and a negative id) / When deposited to / Then FORBIDDEN
-    assert_rejected(ex, Deposit, ErrorCode.FORBIDDEN, account=FEE_ACCOUNT, asset=USDC,
-                    amount=USDC_1)
+    assert_rejected(
+        ex, Deposit, ErrorCode.FORBIDDEN, account=FEE_ACCOUNT, asset=USDC, amount=USDC_1
+    )
     assert_rejected(ex, Deposit, ErrorCode.FORBIDDEN, account=-1, asset=USDC, amount=USDC_1)
 
 
@@ -326,8 +357,14 @@ def test_place_market_ask_by_quote_without_one_lot_of_base_insufficient_funds(
     rich.fund(3, usdc=100)
     rich.deposit(3, SOL, LOT - 1)
     # When it sells for 5 USDC of proceeds / Then INSUFFICIENT_FUNDS
-    place(rich, ErrorCode.INSUFFICIENT_FUNDS, account=3, side=ASK, order_type=OrderType.MARKET,
-          quote_quantity=5 * USDC_1)
+    place(
+        rich,
+        ErrorCode.INSUFFICIENT_FUNDS,
+        account=3,
+        side=ASK,
+        order_type=OrderType.MARKET,
+        quote_quantity=5 * USDC_1,
+    )
 
 
 def test_place_limit_ask_one_atom_short_insufficient_funds(ex: CheckedExchange) -> None:
@@ -350,15 +387,24 @@ def test_place_locked_funds_cannot_be_spent_twice(ex: CheckedExchange) -> None:
 def test_command_deadline_before_ts_invalid_client_request(rich: CheckedExchange) -> None:
     # Given a command stamped after its deadline / Then rejected as expired
     ts = rich.ts + 1_000
-    command = rich.command(PlaceOrder, account=1, market=MKT, side=BID,
-                           order_type=OrderType.LIMIT, price=PRICE, quantity=1, ts=ts,
-                           deadline=ts - 1)
+    command = rich.command(
+        PlaceOrder,
+        account=1,
+        market=MKT,
+        side=BID,
+        order_type=OrderType.LIMIT,
+        price=PRICE,
+        quantity=1,
+        ts=ts,
+        deadline=ts - 1,
+    )
     result = assert_command_rejected(rich, command, ErrorCode.INVALID_CLIENT_REQUEST)
     assert "expired" in result.message.lower()
     # Any command type can expire
     ts = rich.ts + 1_000
     assert_command_rejected(
-        rich, rich.command(Deposit, account=1, asset=USDC, amount=1, ts=ts, deadline=ts - 1),
+        rich,
+        rich.command(Deposit, account=1, asset=USDC, amount=1, ts=ts, deadline=ts - 1),
         ErrorCode.INVALID_CLIENT_REQUEST,
     )
 
@@ -366,16 +412,18 @@ def test_command_deadline_before_ts_invalid_client_request(rich: CheckedExchange
 def test_command_deadline_equal_to_ts_is_executed(rich: CheckedExchange) -> None:
     # Given deadline == ts / When executed / Then it takes effect
     ts = rich.ts + 1_000
-    result = rich.execute(rich.command(Deposit, account=1, asset=USDC, amount=1, ts=ts,
-                                       deadline=ts))
+    result = rich.execute(
+        rich.command(Deposit, account=1, asset=USDC, amount=1, ts=ts, deadline=ts)
+    )
     assert result.ok
 
 
 def test_command_deadline_before_engine_clock_is_expired(rich: CheckedExchange) -> None:
     # Given the engine clock is ahead of a late-stamped command (engine time never goes back)
     clock = rich.engine.clock
-    command = rich.command(Deposit, account=1, asset=USDC, amount=1, ts=clock - 10,
-                           deadline=clock - 5)
+    command = rich.command(
+        Deposit, account=1, asset=USDC, amount=1, ts=clock - 10, deadline=clock - 5
+    )
     assert_command_rejected(rich, command, ErrorCode.INVALID_CLIENT_REQUEST)
     assert rich.engine.clock == clock
 
@@ -398,20 +446,20 @@ def test_deposit_or_withdraw_not_positive_invalid_quantity(
     rich: CheckedExchange, amount: int
 ) -> None:
     # Given a funded account / When the amount is 0 or negative / Then INVALID_QUANTITY
-    assert_rejected(rich, Deposit, ErrorCode.INVALID_QUANTITY, account=1, asset=USDC,
-                    amount=amount)
-    assert_rejected(rich, Withdraw, ErrorCode.INVALID_QUANTITY, account=1, asset=USDC,
-                    amount=amount)
+    assert_rejected(rich, Deposit, ErrorCode.INVALID_QUANTITY, account=1, asset=USDC, amount=amount)
+    assert_rejected(
+        rich, Withdraw, ErrorCode.INVALID_QUANTITY, account=1, asset=USDC, amount=amount
+    )
 
 
 def test_withdraw_more_than_available_insufficient_funds(ex: CheckedExchange) -> None:
     # Given 10 USDC with 4 locked / When withdrawing 6 USDC + 1 atom / Then INSUFFICIENT_FUNDS
     ex.fund(1, usdc=10)
     ex.rest(1, BID, PRICE, 4)  # locks 4 USDC
-    assert_rejected(ex, Withdraw, ErrorCode.INSUFFICIENT_FUNDS, account=1, asset=USDC,
-                    amount=6 * USDC_1 + 1)
-    assert_rejected(ex, Withdraw, ErrorCode.INSUFFICIENT_FUNDS, account=77, asset=USDC,
-                    amount=1)
+    assert_rejected(
+        ex, Withdraw, ErrorCode.INSUFFICIENT_FUNDS, account=1, asset=USDC, amount=6 * USDC_1 + 1
+    )
+    assert_rejected(ex, Withdraw, ErrorCode.INSUFFICIENT_FUNDS, account=77, asset=USDC, amount=1)
     assert ex.withdraw(1, USDC, 6 * USDC_1).ok
     assert ex.bal(1, USDC) == (0, 4 * USDC_1)
 
@@ -421,15 +469,13 @@ def test_deposit_over_max_balance_on_existing_account_invalid_quantity(
 ) -> None:
     # Given 2^62 held / When 2^62 more would pass 2^63-1 / Then INVALID_QUANTITY
     ex.deposit(1, USDC, 2**62)
-    assert_rejected(ex, Deposit, ErrorCode.INVALID_QUANTITY, account=1, asset=USDC,
-                    amount=2**62)
+    assert_rejected(ex, Deposit, ErrorCode.INVALID_QUANTITY, account=1, asset=USDC, amount=2**62)
 
 
 def test_deposit_over_max_balance_on_new_account_changes_nothing(ex: CheckedExchange) -> None:
     # Given account 7 does not exist / When it is sent a deposit over the maximum balance
     # Then INVALID_QUANTITY and the account still does not exist
-    assert_rejected(ex, Deposit, ErrorCode.INVALID_QUANTITY, account=7, asset=USDC,
-                    amount=2**63)
+    assert_rejected(ex, Deposit, ErrorCode.INVALID_QUANTITY, account=7, asset=USDC, amount=2**63)
 
 
 def test_rejected_command_changes_only_engine_clock_and_result_cache(
@@ -438,8 +484,9 @@ def test_rejected_command_changes_only_engine_clock_and_result_cache(
     # Given a busy engine / When a command is rejected
     before = observable(rich.engine)
     clock = rich.engine.clock
-    command = rich.command(PlaceOrder, account=1, market=MKT, side=BID,
-                           order_type=OrderType.LIMIT, price=0, quantity=1)
+    command = rich.command(
+        PlaceOrder, account=1, market=MKT, side=BID, order_type=OrderType.LIMIT, price=0, quantity=1
+    )
     result = rich.execute(command)
     assert result.error is ErrorCode.INVALID_PRICE
     # Then everything but the engine clock (the command's ts) and the remembered result

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from cloudex.enums import ErrorCode, OrderStatus, OrderType, TimeInForce
 from cloudex.klines import INTERVALS, bucket_start
 from cloudex.messages import (
@@ -57,8 +55,15 @@ def test_seq_gap_free_across_results_rejections_and_duplicates(ex: CheckedExchan
     funded(ex)
     ex.rest(2, ASK, PRICE, 3)
     ex.limit(1, MKT, BID, 0, 1)  # rejected
-    command = ex.command(PlaceOrder, account=1, market=MKT, side=BID,
-                         order_type=OrderType.LIMIT, price=PRICE, quantity=2)
+    command = ex.command(
+        PlaceOrder,
+        account=1,
+        market=MKT,
+        side=BID,
+        order_type=OrderType.LIMIT,
+        price=PRICE,
+        quantity=2,
+    )
     ex.execute(command)
     ex.execute(command)  # duplicate
     ex.tick()
@@ -203,7 +208,10 @@ def test_tick_market_stats_carry_ticker_and_every_interval_candle(ex: CheckedExc
     quote = (2 * PRICE + 10_050 + 2 * 9_990) * TICK_LOT
     ticker = stats.ticker
     assert (ticker.first_price, ticker.last_price, ticker.high, ticker.low) == (
-        PRICE, 9_990, 10_050, 9_990
+        PRICE,
+        9_990,
+        10_050,
+        9_990,
     )
     assert (ticker.volume, ticker.quote_volume, ticker.trades) == (5, quote, 3)
     # And there is one current candle per interval, starting at its bucket
@@ -212,7 +220,10 @@ def test_tick_market_stats_carry_ticker_and_every_interval_candle(ex: CheckedExc
         assert candle.start == bucket_start(tick_ts, candle.interval)
     one_minute = stats.candles[0]
     assert (one_minute.open, one_minute.high, one_minute.low, one_minute.close) == (
-        10_050, 10_050, 9_990, 9_990
+        10_050,
+        10_050,
+        9_990,
+        9_990,
     )
     assert (one_minute.volume, one_minute.trades) == (3, 2)
     for candle in stats.candles[1:]:
@@ -265,8 +276,15 @@ def test_duplicate_command_id_returns_stored_result_and_changes_nothing(
     # Given an executed order that traded
     funded(ex)
     ex.rest(2, ASK, PRICE, 5)
-    command = ex.command(PlaceOrder, account=1, market=MKT, side=BID,
-                         order_type=OrderType.LIMIT, price=PRICE, quantity=2)
+    command = ex.command(
+        PlaceOrder,
+        account=1,
+        market=MKT,
+        side=BID,
+        order_type=OrderType.LIMIT,
+        price=PRICE,
+        quantity=2,
+    )
     first = ex.execute(command)
     assert first.ok and trades(first)
     before = observable(ex.engine)
@@ -327,7 +345,9 @@ def test_open_order_partial_fill_shows_partially_filled(ex: CheckedExchange) -> 
     view = ex.engine.open_order(order_id)
     assert view is not None
     assert (view.status, view.executed_quantity, view.executed_quote_quantity) == (
-        OrderStatus.PARTIALLY_FILLED, 1, PRICE * TICK_LOT
+        OrderStatus.PARTIALLY_FILLED,
+        1,
+        PRICE * TICK_LOT,
     )
     ex.limit(1, MKT, BID, PRICE, 3)
     assert ex.engine.open_order(order_id) is None

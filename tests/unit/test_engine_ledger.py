@@ -108,7 +108,9 @@ def test_cancel_bid_by_order_id_unlocks_quote(ex: CheckedExchange) -> None:
     assert change.reason is BalanceReason.UNLOCK
     [close] = closed(result)
     assert (close.order_id, close.status, close.reason) == (
-        order_id, OrderStatus.CANCELLED, CloseReason.USER_CANCEL
+        order_id,
+        OrderStatus.CANCELLED,
+        CloseReason.USER_CANCEL,
     )
     [view] = result.orders
     assert (view.order_id, view.status) == (order_id, OrderStatus.CANCELLED)
@@ -147,8 +149,15 @@ def test_cancel_by_order_id_and_matching_client_id_cancels(ex: CheckedExchange) 
     ex.fund(1, usdc=100)
     target = ex.rest(1, BID, 9_900, 2, client_id=5)
     other = ex.rest(1, BID, 9_800, 2, client_id=6)
-    assert_rejected(ex, CancelOrder, ErrorCode.RESOURCE_NOT_FOUND, account=1, market=MKT,
-                    order_id=target, client_id=6)
+    assert_rejected(
+        ex,
+        CancelOrder,
+        ErrorCode.RESOURCE_NOT_FOUND,
+        account=1,
+        market=MKT,
+        order_id=target,
+        client_id=6,
+    )
     assert ex.cancel(1, MKT, order_id=target, client_id=5).ok
     assert [o.order_id for o in ex.engine.open_orders(1)] == [other]
 
@@ -198,10 +207,12 @@ def test_cancel_other_accounts_order_resource_not_found(ex: CheckedExchange) -> 
     ex.fund(2, usdc=100)
     order_id = ex.rest(1, BID, PRICE, 2, client_id=3)
     # When account 2 cancels it by id or by clientId / Then not found, nothing changes
-    assert_rejected(ex, CancelOrder, ErrorCode.RESOURCE_NOT_FOUND, account=2, market=MKT,
-                    order_id=order_id)
-    assert_rejected(ex, CancelOrder, ErrorCode.RESOURCE_NOT_FOUND, account=2, market=MKT,
-                    client_id=3)
+    assert_rejected(
+        ex, CancelOrder, ErrorCode.RESOURCE_NOT_FOUND, account=2, market=MKT, order_id=order_id
+    )
+    assert_rejected(
+        ex, CancelOrder, ErrorCode.RESOURCE_NOT_FOUND, account=2, market=MKT, client_id=3
+    )
     assert [o.order_id for o in ex.engine.open_orders(1)] == [order_id]
 
 
@@ -210,19 +221,27 @@ def test_cancel_unknown_or_closed_order_resource_not_found(ex: CheckedExchange) 
     ex.fund(1, usdc=100)
     order_id = ex.rest(1, BID, PRICE, 2)
     for fields in ({"order_id": 999}, {"client_id": 1}):
-        assert_rejected(ex, CancelOrder, ErrorCode.RESOURCE_NOT_FOUND, account=1, market=MKT,
-                        **fields)
+        assert_rejected(
+            ex, CancelOrder, ErrorCode.RESOURCE_NOT_FOUND, account=1, market=MKT, **fields
+        )
     assert ex.cancel(1, MKT, order_id=order_id).ok
-    assert_rejected(ex, CancelOrder, ErrorCode.RESOURCE_NOT_FOUND, account=1, market=MKT,
-                    order_id=order_id)
+    assert_rejected(
+        ex, CancelOrder, ErrorCode.RESOURCE_NOT_FOUND, account=1, market=MKT, order_id=order_id
+    )
 
 
 def test_cancel_order_in_other_market_resource_not_found(ex: CheckedExchange) -> None:
     # Given a SOL_USDC order / When cancelled on BTC_USDC / Then RESOURCE_NOT_FOUND
     ex.fund(1, usdc=100)
     order_id = ex.rest(1, BID, PRICE, 2)
-    assert_rejected(ex, CancelOrder, ErrorCode.RESOURCE_NOT_FOUND, account=1,
-                    market="BTC_USDC", order_id=order_id)
+    assert_rejected(
+        ex,
+        CancelOrder,
+        ErrorCode.RESOURCE_NOT_FOUND,
+        account=1,
+        market="BTC_USDC",
+        order_id=order_id,
+    )
 
 
 def test_cancel_without_order_id_or_client_id_invalid_client_request(ex: CheckedExchange) -> None:
@@ -279,7 +298,11 @@ def test_conservation_random_session_holds_after_every_command() -> None:
         roll = rng.random()
         if roll < 0.45:
             ex.limit(
-                account, MKT, side, rng.randint(9_950, 10_050), rng.randint(1, 30),
+                account,
+                MKT,
+                side,
+                rng.randint(9_950, 10_050),
+                rng.randint(1, 30),
                 time_in_force=rng.choice(list(TimeInForce)),
                 self_trade_prevention=rng.choice(list(SelfTradePrevention)),
             )

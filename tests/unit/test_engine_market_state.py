@@ -76,8 +76,13 @@ def test_post_only_state_accepts_only_post_only_limits(market: CheckedExchange) 
     place(market, ErrorCode.INVALID_ORDER, price=9_950, quantity=2)
     place(market, ErrorCode.INVALID_ORDER, price=10_100, quantity=2)
     place(market, ErrorCode.INVALID_ORDER, order_type=OrderType.MARKET, quantity=1)
-    place(market, ErrorCode.INVALID_ORDER, order_type=OrderType.MARKET, side=ASK,
-          quote_quantity=USDC_1)
+    place(
+        market,
+        ErrorCode.INVALID_ORDER,
+        order_type=OrderType.MARKET,
+        side=ASK,
+        quote_quantity=USDC_1,
+    )
     # A post-only limit that would take is still refused
     place(market, ErrorCode.INVALID_ORDER, price=10_100, quantity=2, post_only=True)
     # And a post-only limit that rests is accepted
@@ -143,8 +148,11 @@ def test_closed_state_expires_every_resting_order_and_unlocks(market: CheckedExc
     assert market.engine.open_orders(1, MKT) == market.engine.open_orders(2) == []
     # The book empties with one depth event reporting both levels at 0
     [depth] = depth_events(result)
-    assert (depth.update_id, depth.bids, depth.asks) == (update_id + 1, ((9_900, 0),),
-                                                         ((10_100, 0),))
+    assert (depth.update_id, depth.bids, depth.asks) == (
+        update_id + 1,
+        ((9_900, 0),),
+        ((10_100, 0),),
+    )
     assert market.engine.depth(MKT) == (update_id + 1, [], [])
     assert len(market.engine.open_orders(1, "ETH_USDC")) == 1
 
@@ -168,10 +176,17 @@ def test_closed_state_cancel_trading_paused(market: CheckedExchange) -> None:
     [order] = market.engine.open_orders(1, MKT)
     market.set_state(MKT, MarketState.CLOSED)
     # When it cancels by order id or clientId / Then TRADING_PAUSED, as for every cancel
-    assert_rejected(market, CancelOrder, ErrorCode.TRADING_PAUSED, account=1, market=MKT,
-                    order_id=order.order_id)
-    assert_rejected(market, CancelOrder, ErrorCode.TRADING_PAUSED, account=1, market=MKT,
-                    client_id=11)
+    assert_rejected(
+        market,
+        CancelOrder,
+        ErrorCode.TRADING_PAUSED,
+        account=1,
+        market=MKT,
+        order_id=order.order_id,
+    )
+    assert_rejected(
+        market, CancelOrder, ErrorCode.TRADING_PAUSED, account=1, market=MKT, client_id=11
+    )
 
 
 def test_closed_state_reopened_trades_again(market: CheckedExchange) -> None:
@@ -187,5 +202,6 @@ def test_closing_empty_market_emits_only_the_state_change(ex: CheckedExchange) -
     # Given an empty book / When closed / Then only MarketStateChanged
     result = ex.set_state(MKT, MarketState.CLOSED)
     assert [type(e) for e in result.events] == [MarketStateChanged]
-    assert_rejected(ex, SetMarketState, ErrorCode.INVALID_MARKET, market="NOPE",
-                    state=MarketState.OPEN)
+    assert_rejected(
+        ex, SetMarketState, ErrorCode.INVALID_MARKET, market="NOPE", state=MarketState.OPEN
+    )

@@ -389,8 +389,16 @@ def test_limit_post_only_would_take_is_rejected_and_changes_nothing(
     # When a post-only bid at 100.00 (or higher) is placed / Then INVALID_ORDER, nothing changes
     for price in (PRICE, PRICE + 100):
         assert_rejected(
-            ex, PlaceOrder, ErrorCode.INVALID_ORDER, account=BUYER, market=MKT, side=BID,
-            order_type=OrderType.LIMIT, price=price, quantity=1, post_only=True,
+            ex,
+            PlaceOrder,
+            ErrorCode.INVALID_ORDER,
+            account=BUYER,
+            market=MKT,
+            side=BID,
+            order_type=OrderType.LIMIT,
+            price=price,
+            quantity=1,
+            post_only=True,
         )
 
 
@@ -412,8 +420,16 @@ def test_limit_post_only_with_ioc_or_fok_is_rejected(ex: CheckedExchange) -> Non
     funded(ex)
     for tif in (TimeInForce.IOC, TimeInForce.FOK):
         assert_rejected(
-            ex, PlaceOrder, ErrorCode.INVALID_ORDER, account=BUYER, market=MKT, side=BID,
-            order_type=OrderType.LIMIT, price=PRICE, quantity=1, post_only=True,
+            ex,
+            PlaceOrder,
+            ErrorCode.INVALID_ORDER,
+            account=BUYER,
+            market=MKT,
+            side=BID,
+            order_type=OrderType.LIMIT,
+            price=PRICE,
+            quantity=1,
+            post_only=True,
             time_in_force=tif,
         )
 
@@ -424,8 +440,11 @@ def test_limit_post_only_with_ioc_or_fok_is_rejected(ex: CheckedExchange) -> Non
 def test_market_order_empty_book_expires_no_liquidity(ex: CheckedExchange) -> None:
     # Given an empty book / When market orders arrive / Then Expired (NoLiquidity), no funds move
     funded(ex)
-    for side, fields in ((BID, {"quantity": 3}), (ASK, {"quantity": 3}),
-                         (BID, {"quote_quantity": 5 * USDC_1})):
+    for side, fields in (
+        (BID, {"quantity": 3}),
+        (ASK, {"quantity": 3}),
+        (BID, {"quote_quantity": 5 * USDC_1}),
+    ):
         result = ex.market(BUYER if side is BID else SELLER, MKT, side, **fields)
         assert result.ok
         assert result.orders[0].status is OrderStatus.EXPIRED
@@ -443,7 +462,9 @@ def test_market_bid_by_quantity_fills_across_levels(ex: CheckedExchange) -> None
     assert [(t.price, t.quantity) for t in trades(result)] == [(PRICE, 2), (PRICE + 50, 1)]
     view = result.orders[0]
     assert (view.status, view.executed_quantity, view.order_type) == (
-        OrderStatus.FILLED, 3, OrderType.MARKET
+        OrderStatus.FILLED,
+        3,
+        OrderType.MARKET,
     )
     assert view.price is None
     spent = (2 * PRICE + PRICE + 50) * TICK_LOT
@@ -468,8 +489,14 @@ def test_market_bid_by_quantity_cannot_afford_one_lot_is_rejected(ex: CheckedExc
     ex.deposit(4, USDC, USDC_1 - 10_000)
     # When it sends a market bid / Then INSUFFICIENT_FUNDS, nothing changes
     assert_rejected(
-        ex, PlaceOrder, ErrorCode.INSUFFICIENT_FUNDS, account=4, market=MKT, side=BID,
-        order_type=OrderType.MARKET, quantity=1,
+        ex,
+        PlaceOrder,
+        ErrorCode.INSUFFICIENT_FUNDS,
+        account=4,
+        market=MKT,
+        side=BID,
+        order_type=OrderType.MARKET,
+        quantity=1,
     )
 
 
@@ -509,8 +536,14 @@ def test_market_ask_by_quantity_without_enough_base_is_rejected(ex: CheckedExcha
     ex.rest(BUYER, BID, PRICE, 5)
     ex.deposit(4, SOL, 2 * LOT)
     assert_rejected(
-        ex, PlaceOrder, ErrorCode.INSUFFICIENT_FUNDS, account=4, market=MKT, side=ASK,
-        order_type=OrderType.MARKET, quantity=3,
+        ex,
+        PlaceOrder,
+        ErrorCode.INSUFFICIENT_FUNDS,
+        account=4,
+        market=MKT,
+        side=ASK,
+        order_type=OrderType.MARKET,
+        quantity=3,
     )
     # With exactly enough base it fills
     result = ex.market(4, MKT, ASK, quantity=2)
@@ -527,8 +560,14 @@ def test_market_bid_by_quote_quantity_more_than_available_is_rejected(
     ex.rest(SELLER, ASK, PRICE, 5)
     ex.deposit(4, USDC, 3 * USDC_1)
     assert_rejected(
-        ex, PlaceOrder, ErrorCode.INSUFFICIENT_FUNDS, account=4, market=MKT, side=BID,
-        order_type=OrderType.MARKET, quote_quantity=3 * USDC_1 + 1,
+        ex,
+        PlaceOrder,
+        ErrorCode.INSUFFICIENT_FUNDS,
+        account=4,
+        market=MKT,
+        side=BID,
+        order_type=OrderType.MARKET,
+        quote_quantity=3 * USDC_1 + 1,
     )
 
 
@@ -606,8 +645,14 @@ def test_market_order_needs_exactly_one_size(ex: CheckedExchange) -> None:
     ex.rest(SELLER, ASK, PRICE, 5)
     for fields in ({}, {"quantity": 1, "quote_quantity": USDC_1}):
         assert_rejected(
-            ex, PlaceOrder, ErrorCode.INVALID_ORDER, account=BUYER, market=MKT, side=BID,
-            order_type=OrderType.MARKET, **fields,
+            ex,
+            PlaceOrder,
+            ErrorCode.INVALID_ORDER,
+            account=BUYER,
+            market=MKT,
+            side=BID,
+            order_type=OrderType.MARKET,
+            **fields,
         )
 
 
@@ -617,8 +662,15 @@ def test_market_order_with_price_or_post_only_is_rejected(ex: CheckedExchange) -
     ex.rest(SELLER, ASK, PRICE, 5)
     for fields in ({"price": PRICE}, {"post_only": True}):
         assert_rejected(
-            ex, PlaceOrder, ErrorCode.INVALID_ORDER, account=BUYER, market=MKT, side=BID,
-            order_type=OrderType.MARKET, quantity=1, **fields,
+            ex,
+            PlaceOrder,
+            ErrorCode.INVALID_ORDER,
+            account=BUYER,
+            market=MKT,
+            side=BID,
+            order_type=OrderType.MARKET,
+            quantity=1,
+            **fields,
         )
 
 
@@ -629,8 +681,14 @@ def test_market_order_quote_quantity_below_min_notional_is_rejected(
     funded(ex)
     ex.rest(SELLER, ASK, PRICE, 5)
     assert_rejected(
-        ex, PlaceOrder, ErrorCode.INVALID_ORDER, account=BUYER, market=MKT, side=BID,
-        order_type=OrderType.MARKET, quote_quantity=USDC_1 - 1,
+        ex,
+        PlaceOrder,
+        ErrorCode.INVALID_ORDER,
+        account=BUYER,
+        market=MKT,
+        side=BID,
+        order_type=OrderType.MARKET,
+        quote_quantity=USDC_1 - 1,
     )
 
 
@@ -726,11 +784,19 @@ def test_set_fees_out_of_range_is_rejected(ex: CheckedExchange) -> None:
     # Given fees outside 0..1000 bps or an unknown market / When set / Then rejected
     for maker, taker in ((-1, 5), (2, 1_001)):
         assert_rejected(
-            ex, SetMarketFees, ErrorCode.INVALID_CLIENT_REQUEST, market=MKT,
-            maker_fee_bps=maker, taker_fee_bps=taker,
+            ex,
+            SetMarketFees,
+            ErrorCode.INVALID_CLIENT_REQUEST,
+            market=MKT,
+            maker_fee_bps=maker,
+            taker_fee_bps=taker,
         )
     assert_rejected(
-        ex, SetMarketFees, ErrorCode.INVALID_MARKET, market="NOPE_USDC", maker_fee_bps=1,
+        ex,
+        SetMarketFees,
+        ErrorCode.INVALID_MARKET,
+        market="NOPE_USDC",
+        maker_fee_bps=1,
         taker_fee_bps=1,
     )
 

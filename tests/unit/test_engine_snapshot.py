@@ -72,18 +72,56 @@ def busy(ex: CheckedExchange) -> CheckedExchange:
 def follow_up(ex: CheckedExchange) -> list[AnyCommand]:
     """The same commands for an engine and its restored twin."""
     return [
-        ex.command(PlaceOrder, account=1, market=MKT, side=BID, order_type=OrderType.LIMIT,
-                   price=PRICE + 20, quantity=9),
-        ex.command(PlaceOrder, account=3, market=MKT, side=ASK, order_type=OrderType.MARKET,
-                   quantity=3),
-        ex.command(PlaceOrder, account=2, market=MKT, side=BID, order_type=OrderType.LIMIT,
-                   price=PRICE + 30, quantity=2, time_in_force=TimeInForce.IOC),
-        ex.command(PlaceOrder, account=1, market="BTC_USDC", side=BID,
-                   order_type=OrderType.LIMIT, price=100, quantity=1000, post_only=True),
-        ex.command(PlaceOrder, account=3, market=MKT, side=BID, order_type=OrderType.MARKET,
-                   quote_quantity=3 * USDC_1),
-        ex.command(PlaceOrder, account=1, market=MKT, side=BID, order_type=OrderType.LIMIT,
-                   price=9_000, quantity=5, client_id=11),  # clientId still in use: rejected
+        ex.command(
+            PlaceOrder,
+            account=1,
+            market=MKT,
+            side=BID,
+            order_type=OrderType.LIMIT,
+            price=PRICE + 20,
+            quantity=9,
+        ),
+        ex.command(
+            PlaceOrder, account=3, market=MKT, side=ASK, order_type=OrderType.MARKET, quantity=3
+        ),
+        ex.command(
+            PlaceOrder,
+            account=2,
+            market=MKT,
+            side=BID,
+            order_type=OrderType.LIMIT,
+            price=PRICE + 30,
+            quantity=2,
+            time_in_force=TimeInForce.IOC,
+        ),
+        ex.command(
+            PlaceOrder,
+            account=1,
+            market="BTC_USDC",
+            side=BID,
+            order_type=OrderType.LIMIT,
+            price=100,
+            quantity=1000,
+            post_only=True,
+        ),
+        ex.command(
+            PlaceOrder,
+            account=3,
+            market=MKT,
+            side=BID,
+            order_type=OrderType.MARKET,
+            quote_quantity=3 * USDC_1,
+        ),
+        ex.command(
+            PlaceOrder,
+            account=1,
+            market=MKT,
+            side=BID,
+            order_type=OrderType.LIMIT,
+            price=9_000,
+            quantity=5,
+            client_id=11,
+        ),  # clientId still in use: rejected
     ]
 
 
@@ -226,31 +264,50 @@ def test_snapshot_restore_mid_random_session_state_hashes_agree() -> None:
         roll = rng.random()
         if roll < 0.5:
             command = ex.command(
-                PlaceOrder, account=account, market=MKT, side=side, order_type=OrderType.LIMIT,
-                price=rng.randint(9_980, 10_020), quantity=rng.randint(1, 20),
+                PlaceOrder,
+                account=account,
+                market=MKT,
+                side=side,
+                order_type=OrderType.LIMIT,
+                price=rng.randint(9_980, 10_020),
+                quantity=rng.randint(1, 20),
                 time_in_force=rng.choice(list(TimeInForce)),
                 post_only=rng.random() < 0.1,
                 self_trade_prevention=rng.choice(list(SelfTradePrevention)),
             )
         elif roll < 0.65:
-            size = ({"quantity": rng.randint(1, 10)} if rng.random() < 0.5
-                    else {"quote_quantity": rng.randint(1, 10) * USDC_1})
-            command = ex.command(PlaceOrder, account=account, market=MKT, side=side,
-                                 order_type=OrderType.MARKET, **size)
+            size = (
+                {"quantity": rng.randint(1, 10)}
+                if rng.random() < 0.5
+                else {"quote_quantity": rng.randint(1, 10) * USDC_1}
+            )
+            command = ex.command(
+                PlaceOrder,
+                account=account,
+                market=MKT,
+                side=side,
+                order_type=OrderType.MARKET,
+                **size,
+            )
         elif roll < 0.85:
             mine = ex.engine.open_orders(account, MKT)
             if not mine:
                 continue
-            command = ex.command(CancelOrder, account=account, market=MKT,
-                                 order_id=rng.choice(mine).order_id)
+            command = ex.command(
+                CancelOrder, account=account, market=MKT, order_id=rng.choice(mine).order_id
+            )
         elif roll < 0.9:
             command = ex.command(CancelAllOrders, account=account, market=MKT)
         elif roll < 0.95:
             command = ex.command(Tick)
         else:
-            command = ex.command(SetMarketState, market=MKT,
-                                 state=rng.choice((MarketState.OPEN, MarketState.OPEN,
-                                                   MarketState.POST_ONLY, MarketState.CLOSED)))
+            command = ex.command(
+                SetMarketState,
+                market=MKT,
+                state=rng.choice(
+                    (MarketState.OPEN, MarketState.OPEN, MarketState.POST_ONLY, MarketState.CLOSED)
+                ),
+            )
         # When both engines execute the same commands
         result = ex.execute(command)
         if twin is not None:

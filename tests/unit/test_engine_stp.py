@@ -102,15 +102,18 @@ def test_stp_reject_maker_expires_maker_and_keeps_matching(book: CheckedExchange
     # Then my ask is expired (SelfTradePrevention) with its base unlocked,
     # and the bid goes on: 3 @ 100.00 and 3 @ 100.05 from the other account
     assert [(t.seller, t.price, t.quantity) for t in trades(result)] == [
-        (OTHER, PRICE, 3), (OTHER, PRICE + 5, 3)
+        (OTHER, PRICE, 3),
+        (OTHER, PRICE + 5, 3),
     ]
     maker_close = [c for c in closed(result) if c.order_id == maker]
     assert [(c.status, c.reason, c.executed_quantity) for c in maker_close] == [
         (OrderStatus.EXPIRED, CloseReason.SELF_TRADE_PREVENTION, 0)
     ]
     assert result.orders[0].status is OrderStatus.FILLED
-    assert book.bal(ME, SOL) == (100 * SOL_1 + 6 * LOT - sum(t.buyer_fee for t in trades(result)),
-                                 0)
+    assert book.bal(ME, SOL) == (
+        100 * SOL_1 + 6 * LOT - sum(t.buyer_fee for t in trades(result)),
+        0,
+    )
     assert book.engine.open_orders(ME) == []
     [depth] = depth_events(result)
     assert depth.asks == ((PRICE, 0), (PRICE + 5, 1))
@@ -183,8 +186,9 @@ def test_stp_fok_reject_taker_blocked_by_own_order_is_killed(book: CheckedExchan
 def test_stp_fok_reject_maker_fills_past_own_order(book: CheckedExchange) -> None:
     # Given my ask in the queue / When a RejectMaker FOK bid for 5 / Then my ask expires, FOK fills
     maker = own_ask(book)
-    result = book.limit(ME, MKT, BID, PRICE + 5, 5, time_in_force=TimeInForce.FOK,
-                        self_trade_prevention=MAKER)
+    result = book.limit(
+        ME, MKT, BID, PRICE + 5, 5, time_in_force=TimeInForce.FOK, self_trade_prevention=MAKER
+    )
     assert result.orders[0].status is OrderStatus.FILLED
     assert sum(t.quantity for t in trades(result)) == 5
     assert maker in {c.order_id for c in closed(result)}

@@ -20,7 +20,20 @@ def us(*args: int) -> int:
 def test_intervals_listed_finest_first_are_valid() -> None:
     # Given Backpack's interval names / Then listed finest first and recognised
     assert INTERVALS == (
-        "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w",
+        "1m",
+        "3m",
+        "5m",
+        "15m",
+        "30m",
+        "1h",
+        "2h",
+        "4h",
+        "6h",
+        "8h",
+        "12h",
+        "1d",
+        "3d",
+        "1w",
         "1month",
     )
     assert all(is_interval(name) for name in INTERVALS)

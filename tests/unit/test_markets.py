@@ -85,8 +85,15 @@ def test_compile_market_tick_times_step_below_quote_atom_raises() -> None:
 def test_compile_market_tick_times_step_whole_quote_atoms_compiles() -> None:
     # Given tick 0.05 x step 1 with a 2-decimal quote: 5 quote atoms per tick x lot
     rules = compile_market(
-        spec(symbol="TATA_USD", base="TATA", quote="USD", tick_size="0.05", step_size="1",
-             min_quantity="1", min_notional="10"),
+        spec(
+            symbol="TATA_USD",
+            base="TATA",
+            quote="USD",
+            tick_size="0.05",
+            step_size="1",
+            min_quantity="1",
+            min_notional="10",
+        ),
         TATA,
         CENTS,
     )
@@ -151,7 +158,7 @@ def test_load_markets_config_unknown_asset_raises(tmp_path: Path) -> None:
     # Given a market whose quote asset is not defined / When loaded / Then MarketSpecError
     path = tmp_path / "markets.toml"
     path.write_text(
-        '[assets.SOL]\ndecimals = 9\n'
+        "[assets.SOL]\ndecimals = 9\n"
         '[markets.SOL_USDC]\nbase = "SOL"\nquote = "USDC"\ntick_size = "0.01"\n'
         'step_size = "0.01"\nmin_quantity = "0.01"\nmax_quantity = "10"\nmax_price = "100"\n'
         'min_notional = "1"\nmaker_fee_bps = 2\ntaker_fee_bps = 5\n'
@@ -164,7 +171,7 @@ def test_load_markets_config_inexact_market_raises(tmp_path: Path) -> None:
     # Given a market with tick x step below the quote atom / When loaded / Then MarketSpecError
     path = tmp_path / "markets.toml"
     path.write_text(
-        '[assets.SOL]\ndecimals = 9\n[assets.USD]\ndecimals = 2\n'
+        "[assets.SOL]\ndecimals = 9\n[assets.USD]\ndecimals = 2\n"
         '[markets.SOL_USD]\nbase = "SOL"\nquote = "USD"\ntick_size = "0.01"\n'
         'step_size = "0.01"\nmin_quantity = "0.01"\nmax_quantity = "10"\nmax_price = "100"\n'
         'min_notional = "1"\nmaker_fee_bps = 2\ntaker_fee_bps = 5\n'

@@ -47,9 +47,7 @@ from cloudex.messages import (
     encode,
 )
 
-SPEC = MarketSpec(
-    "SOL_USDC", "SOL", "USDC", "0.01", "0.01", "0.01", "100000", "1000000", "1", 2, 5
-)
+SPEC = MarketSpec("SOL_USDC", "SOL", "USDC", "0.01", "0.01", "0.01", "100000", "1000000", "1", 2, 5)
 SOL = AssetSpec("SOL", 9, "Solana")
 USDC = AssetSpec("USDC", 6, "USD Coin")
 
@@ -57,12 +55,25 @@ COMMANDS = [
     Deposit(id="d", ts=1, account=1, asset="SOL", amount=10**9, reference="tx"),
     Withdraw(id="w", ts=2, deadline=5, account=1, asset="USDC", amount=7),
     PlaceOrder(
-        id="p", ts=3, account=1, market="SOL_USDC", side=Side.BID, order_type=OrderType.LIMIT,
-        quantity=5, price=10_000, time_in_force=TimeInForce.IOC, client_id=2**32 - 1,
+        id="p",
+        ts=3,
+        account=1,
+        market="SOL_USDC",
+        side=Side.BID,
+        order_type=OrderType.LIMIT,
+        quantity=5,
+        price=10_000,
+        time_in_force=TimeInForce.IOC,
+        client_id=2**32 - 1,
         self_trade_prevention=SelfTradePrevention.REJECT_BOTH,
     ),
     PlaceOrder(
-        id="m", ts=3, account=1, market="SOL_USDC", side=Side.ASK, order_type=OrderType.MARKET,
+        id="m",
+        ts=3,
+        account=1,
+        market="SOL_USDC",
+        side=Side.ASK,
+        order_type=OrderType.MARKET,
         quote_quantity=10**6,
     ),
     CancelOrder(id="c", ts=4, account=1, market="SOL_USDC", client_id=9),
@@ -76,8 +87,20 @@ COMMANDS = [
 CANDLE = Candle("1m", 60_000_000, 10, 12, 9, 11, 5, 5_000, 3)
 EVENTS = [
     OrderAccepted(
-        1, 3, 1, 1, "SOL_USDC", Side.BID, OrderType.LIMIT, TimeInForce.GTC, 10_000, 5, None, 7,
-        False, SelfTradePrevention.REJECT_TAKER,
+        1,
+        3,
+        1,
+        1,
+        "SOL_USDC",
+        Side.BID,
+        OrderType.LIMIT,
+        TimeInForce.GTC,
+        10_000,
+        5,
+        None,
+        7,
+        False,
+        SelfTradePrevention.REJECT_TAKER,
     ),
     TradeExecuted(2, 3, "SOL_USDC", 1, 10_000, 5, 5_000_000, 1, 2, 1, 2, True, 25_000, 1_000),
     OrderClosed(3, 3, 1, 1, "SOL_USDC", OrderStatus.FILLED, CloseReason.FILLED, 5, 5_000_000),
@@ -87,9 +110,7 @@ EVENTS = [
     MarketAdded(7, 0, SPEC, SOL, USDC),
     MarketFeesChanged(8, 5, "SOL_USDC", 1, 2),
     MarketStateChanged(9, 6, "SOL_USDC", MarketState.CLOSED),
-    MarketStats(
-        10, 7, "SOL_USDC", Ticker(10, 11, 12, 9, 5, 5_000, 3), [CANDLE], (9_999, 3), None
-    ),
+    MarketStats(10, 7, "SOL_USDC", Ticker(10, 11, 12, 9, 5, 5_000, 3), [CANDLE], (9_999, 3), None),
     MarketStats(11, 7, "SOL_USDC", Ticker(None, None, None, None, 0, 0, 0), [], None, None),
 ]
 
@@ -119,8 +140,22 @@ def test_event_list_encodes_as_one_array() -> None:
 def test_result_encode_decode_round_trips_with_events_and_views() -> None:
     # Given a result with events and a view / When round-tripped / Then equal
     view = OrderView(
-        1, 1, "SOL_USDC", None, Side.ASK, OrderType.MARKET, TimeInForce.GTC, None, None,
-        10**6, 1, 10**6, OrderStatus.FILLED, False, SelfTradePrevention.REJECT_MAKER, 3,
+        1,
+        1,
+        "SOL_USDC",
+        None,
+        Side.ASK,
+        OrderType.MARKET,
+        TimeInForce.GTC,
+        None,
+        None,
+        10**6,
+        1,
+        10**6,
+        OrderStatus.FILLED,
+        False,
+        SelfTradePrevention.REJECT_MAKER,
+        3,
     )
     result = CommandResult("p", None, "", EVENTS, [view])
     decoded = decode_result(encode(result))

@@ -134,9 +134,7 @@ def test_format_then_parse_round_trips() -> None:
         assert TICK.parse(TICK.format(count)) == count
 
 
-@pytest.mark.parametrize(
-    ("units", "decimals"), [(0, 2), (-1, 2), (1, -1), (1, 31)]
-)
+@pytest.mark.parametrize(("units", "decimals"), [(0, 2), (-1, 2), (1, -1), (1, 31)])
 def test_increment_invalid_definition_raises_money_error(units: int, decimals: int) -> None:
     # Given non-positive units or decimals outside 0..30 / Then MoneyError
     with pytest.raises(MoneyError):
@@ -176,8 +174,14 @@ def test_atoms_finer_than_asset_atom_raises_money_error() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("0.01", Increment(1, 2)), ("0.05", Increment(5, 2)), ("1", Increment(1, 0)),
-     ("0.10", Increment(1, 1)), ("2.5", Increment(25, 1)), ("10", Increment(10, 0))],
+    [
+        ("0.01", Increment(1, 2)),
+        ("0.05", Increment(5, 2)),
+        ("1", Increment(1, 0)),
+        ("0.10", Increment(1, 1)),
+        ("2.5", Increment(25, 1)),
+        ("10", Increment(10, 0)),
+    ],
 )
 def test_parse_increment_valid_text_returns_increment(text: str, expected: Increment) -> None:
     # Given an increment's text / When parsed / Then the increment
