@@ -729,10 +729,10 @@ class Engine:
                             symbol,
                             _FILLED,
                             CloseReason.FILLED,
-                            maker.quantity,
+                            maker.quantity,  # type: ignore[arg-type]
                             maker.executed_quote,
                         )
-                    )  # type: ignore[arg-type]
+                    )
                 remaining -= lots
                 filled += lots
                 traded_quote += quote
