@@ -776,8 +776,11 @@ class Engine:
         if order is None or order.account != c.account or order.market is not mb:
             raise _Rejected(ErrorCode.RESOURCE_NOT_FOUND, "Order not found")
         events: list[AnyEvent] = []
-        touched = self._close_resting(order, mb, events, ts, _CANCELLED, CloseReason.USER_CANCEL)
-        self._depth_event(mb, events, ts, *touched)
+        level = (self._close_resting(order, mb, events, ts, _CANCELLED, CloseReason.USER_CANCEL),)
+        if order.is_bid:
+            self._depth_event(mb, events, ts, level, ())
+        else:
+            self._depth_event(mb, events, ts, (), level)
         return CommandResult(c.id, None, "", events, [self._view(order, mb, _CANCELLED)])
 
     def _cancel_all_orders(self, c: CancelAllOrders, ts: int) -> CommandResult:
@@ -807,11 +810,10 @@ class Engine:
         bids: dict[int, int] = {}
         asks: dict[int, int] = {}
         for order in orders:
-            bid_touch, ask_touch = self._close_resting(order, mb, events, ts, status, reason)
-            bids.update(bid_touch)
-            asks.update(ask_touch)
+            price, total = self._close_resting(order, mb, events, ts, status, reason)
+            (bids if order.is_bid else asks)[price] = total
         if orders:
-            self._depth_event(mb, events, ts, bids, asks)
+            self._depth_event(mb, events, ts, tuple(bids.items()), tuple(asks.items()))
         return [self._view(order, mb, status) for order in orders]
 
     def _close_resting(
@@ -823,26 +825,40 @@ class Engine:
         status: OrderStatus,
         reason: CloseReason,
         drop_empty_level: bool = True,
-    ) -> tuple[dict[int, int], dict[int, int]]:
-        """Take a resting order off the book and unlock what it reserved."""
-        side = mb.bids if order.is_bid else mb.asks
-        level = side.remove(order, drop_empty_level)
-        self._orders_hash -= self._order_hash(order, mb)
+    ) -> tuple[int, int]:
+        """Take a resting order off the book and unlock what it reserved.
+
+        Return the order's level as ``(price, total)`` after the removal.
+        """
+        is_bid = order.is_bid
+        price: int = order.price  # type: ignore[assignment]
+        remaining = order.remaining
+        level = (mb.bids if is_bid else mb.asks).remove(order, drop_empty_level)
+        self._orders_hash -= hash(
+            (
+                order.id,
+                order.account,
+                mb.index,
+                is_bid,
+                price,
+                remaining,
+                order.executed_quote,
+                order.created_at,
+            )
+        )
         del self._orders[order.id]
-        del order.market
         self._forget_open(order)
         rules = mb.rules
-        if order.is_bid:
-            amount = order.remaining * order.price * rules.quote_atoms_per_tick_lot  # type: ignore[operator]
+        if is_bid:
+            amount = remaining * price * rules.quote_atoms_per_tick_lot
             self._change(
                 events, ts, order.account, mb.quote_slot, amount, -amount, _UNLOCK, order.id
             )
         else:
-            amount = order.remaining * rules.base_atoms_per_lot
+            amount = remaining * rules.base_atoms_per_lot
             self._change(
                 events, ts, order.account, mb.base_slot, amount, -amount, _UNLOCK, order.id
             )
-        executed = order.quantity - order.remaining  # type: ignore[operator]
         events.append(
             OrderClosed(
                 0,
@@ -852,12 +868,11 @@ class Engine:
                 rules.spec.symbol,
                 status,
                 reason,
-                executed,
+                order.quantity - remaining,  # type: ignore[operator]
                 order.executed_quote,
             )
         )
-        touch = {level.price: level.total}
-        return (touch, {}) if order.is_bid else ({}, touch)
+        return price, level.total
 
     def _forget_open(self, order: Order) -> None:
         count = self._open_counts[order.account] - 1
@@ -953,7 +968,7 @@ class Engine:
         for mb in self._markets.values():
             mb.data.advance(ts)
             if ts - mb.last_depth_ts >= quiet:
-                self._depth_event(mb, events, ts, {}, {})
+                self._depth_event(mb, events, ts, (), ())
             if mb.data.traded:
                 mb.data.traded = False
                 events.append(self._market_stats(mb, ts))
@@ -1030,16 +1045,12 @@ class Engine:
         mb: MarketBook,
         events: list[AnyEvent],
         ts: int,
-        bids: dict[int, int],
-        asks: dict[int, int],
+        bids: tuple[tuple[int, int], ...],
+        asks: tuple[tuple[int, int], ...],
     ) -> None:
         mb.update_id += 1
         mb.last_depth_ts = ts
-        events.append(
-            DepthChanged(
-                0, ts, mb.rules.spec.symbol, mb.update_id, tuple(bids.items()), tuple(asks.items())
-            )
-        )
+        events.append(DepthChanged(0, ts, mb.rules.spec.symbol, mb.update_id, bids, asks))
 
     def _market_stats(self, mb: MarketBook, ts: int) -> MarketStats:
         return MarketStats(
