@@ -442,7 +442,7 @@ class Engine:
             )
             status = _PARTIAL if filled else _NEW
         else:
-            if remaining == 0:  # for a quote-sized order: its budget buys no further lot
+            if remaining == 0 and filled:  # quote-sized: its budget buys no further lot
                 status, reason = _FILLED, CloseReason.FILLED
             else:
                 status = _EXPIRED
