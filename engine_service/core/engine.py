@@ -211,7 +211,15 @@ class Engine:
             seq += 1
             event.seq = seq
         self._seq = seq
-        self._remember(command.id, result)
+        # A repeated command gets the verdict and orders back, never the events (they were
+        # journaled the first time), so only that much is kept: holding every event of the last
+        # result_cache_size commands would cost memory and, through it, speed.
+        self._remember(
+            command.id,
+            CommandResult(command.id, result.error, result.message, [], result.orders)
+            if result.events
+            else result,
+        )
         return result
 
     def _remember(self, command_id: str, result: CommandResult) -> None:
