@@ -572,6 +572,7 @@ class Engine:
             level = levels[price]
             makers = level.orders
             unit = price * tick_lot
+            total_before = level.total
             while remaining and makers:
                 maker = next(iter(makers.values()))
                 if maker.account == account:
@@ -752,7 +753,8 @@ class Engine:
                     low = price
                 last_price = price
                 trades += 1
-            touched[price] = level.total
+            if level.total != total_before:  # a level the order only looked at is unchanged
+                touched[price] = level.total
             if not makers:
                 side.drop_level(level)
         self._next_trade_id = trade_id
