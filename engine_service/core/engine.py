@@ -145,6 +145,9 @@ class MarketBook:
         )
 
 
+_SNAPSHOT_DECODER = msgspec.msgpack.Decoder(EngineState)
+
+
 class _Rejected(Exception):
     def __init__(self, code: ErrorCode, message: str) -> None:
         self.code = code
@@ -175,17 +178,6 @@ class Engine:
         # Order-independent sums of item hashes, kept as state changes (see state_hash()).
         self._orders_hash = 0
         self._balances_hash = 0
-        self._handlers: dict[type, Callable[[Any, int], CommandResult]] = {
-            PlaceOrder: self._place_order,
-            CancelOrder: self._cancel_order,
-            CancelAllOrders: self._cancel_all_orders,
-            Deposit: self._deposit,
-            Withdraw: self._withdraw,
-            AddMarket: self._add_market,
-            SetMarketFees: self._set_market_fees,
-            SetMarketState: self._set_market_state,
-            Tick: self._tick,
-        }
 
     # -- COMMANDS ---------------------------------------------------------------------------
 
@@ -203,7 +195,7 @@ class Engine:
             )
         else:
             try:
-                result = self._handlers[type(command)](command, ts)
+                result = _HANDLERS[type(command)](self, command, ts)
             except _Rejected as rejection:
                 result = CommandResult(command.id, rejection.code, rejection.message, [], [])
         seq = self._seq
@@ -1279,7 +1271,7 @@ class Engine:
     @classmethod
     def restore(cls, data: bytes, config: EngineConfig | None = None) -> Engine:
         """Return the engine a snapshot was taken of; raise ``ValueError`` if it is corrupt."""
-        state = msgspec.msgpack.decode(data, type=EngineState)
+        state = _SNAPSHOT_DECODER.decode(data)
         if state.version != SNAPSHOT_VERSION:
             raise ValueError(f"snapshot version {state.version}, expected {SNAPSHOT_VERSION}")
         engine = cls(config)
@@ -1318,3 +1310,17 @@ class Engine:
         if engine.state_hash() != state.state_hash:
             raise ValueError("snapshot state hash does not match its contents")
         return engine
+
+
+# Command type -> handler, kept outside the instance so an engine holds no reference to itself.
+_HANDLERS: dict[type, Callable[[Engine, Any, int], CommandResult]] = {
+    PlaceOrder: Engine._place_order,
+    CancelOrder: Engine._cancel_order,
+    CancelAllOrders: Engine._cancel_all_orders,
+    Deposit: Engine._deposit,
+    Withdraw: Engine._withdraw,
+    AddMarket: Engine._add_market,
+    SetMarketFees: Engine._set_market_fees,
+    SetMarketState: Engine._set_market_state,
+    Tick: Engine._tick,
+}
