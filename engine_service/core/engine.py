@@ -1205,7 +1205,7 @@ class Engine:
                     mb.taker_bps,
                     mb.update_id,
                     mb.last_depth_ts,
-                    mb.data.dump(),
+                    mb.data.state_key(),
                 )
                 for sym, mb in self._markets.items()
             ],

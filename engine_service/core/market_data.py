@@ -34,13 +34,16 @@ def _merge(into: Bar, bar: Bar) -> None:
 
 
 class MarketData:
-    __slots__ = ("minute", "day", "coarse", "traded")
+    __slots__ = ("minute", "day", "coarse", "traded", "day_hash")
 
     def __init__(self) -> None:
         self.minute: Bar | None = None  # the current (open) minute, if it has trades
         self.day: deque[Bar] = deque()  # closed minutes of the last 24 h, oldest first
         self.coarse: dict[str, Bar] = {}  # interval -> closed minutes of its current bucket
         self.traded = False  # traded since the last MarketStats
+        # Sum of the hashes of the bars in ``day``, kept as they come and go, so the state hash
+        # need not walk a day of minutes.
+        self.day_hash = 0
 
     def on_trades(
         self,
@@ -80,13 +83,14 @@ class MarketData:
         horizon = ts - ts % _MINUTE_US - (MINUTES_PER_DAY - 1) * _MINUTE_US
         day = self.day
         while day and day[0][0] < horizon:
-            day.popleft()
+            self.day_hash -= hash(tuple(day.popleft()))
 
     def _close_minute(self) -> None:
         minute = self.minute
         assert minute is not None
         self.minute = None
         self.day.append(minute)
+        self.day_hash += hash(tuple(minute))
         start = minute[0]
         coarse = self.coarse
         for interval in _COARSE:
@@ -137,6 +141,10 @@ class MarketData:
             trades=sum(bar[7] for bar in bars),
         )
 
+    def state_key(self) -> tuple[Bar | None, int, int, dict[str, Bar], bool]:
+        """A small stand-in for the whole state, for the engine's state hash."""
+        return (self.minute, len(self.day), self.day_hash & (2**64 - 1), self.coarse, self.traded)
+
     # -- SNAPSHOT ---------------------------------------------------------------------------
 
     def dump(self) -> tuple[Bar | None, list[Bar], dict[str, Bar], bool]:
@@ -148,6 +156,7 @@ class MarketData:
         minute, day, coarse, traded = state
         md.minute = list(minute) if minute is not None else None
         md.day = deque(list(bar) for bar in day)
+        md.day_hash = sum(hash(tuple(bar)) for bar in md.day)
         md.coarse = {k: list(v) for k, v in coarse.items()}
         md.traded = traded
         return md
