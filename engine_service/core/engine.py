@@ -170,6 +170,7 @@ class Engine:
         self._open_counts: dict[int, int] = {}
         self._results: dict[str, CommandResult] = {}
         self._result_cache_size = self.config.result_cache_size
+        self._order_limit = self.config.order_limit
         self._result_ids: deque[str] = deque()
         self._seq = 0
         self._clock = 0
@@ -278,7 +279,7 @@ class Engine:
             if (account, client_id) in self._client_ids:
                 raise _Rejected(ErrorCode.INVALID_ORDER, "clientId already used by an open order")
         may_rest = is_limit and tif is _GTC
-        if may_rest and self._open_counts.get(account, 0) >= self.config.order_limit:
+        if may_rest and self._open_counts.get(account, 0) >= self._order_limit:
             raise _Rejected(ErrorCode.ORDER_LIMIT, "Too many open orders")
         balance = self._balances.get(account)
         if balance is None:
@@ -543,7 +544,6 @@ class Engine:
         account = taker.account
         stp = taker.stp
         symbol = rules.spec.symbol
-        balances = self._balances
         orders = self._orders
         change = self._change
         remaining = taker.remaining
@@ -603,93 +603,21 @@ class Engine:
                             break
                 quote = lots * unit
                 base = lots * lot
-                maker_balance = balances[maker.account]
-                if is_bid:
+                if is_bid:  # the maker sells
                     buyer_fee = -(-base * taker_bps // 10_000)
                     seller_fee = -(-quote * maker_bps // 10_000)
                     taker_fees += buyer_fee
-                    # The maker sells: its locked base goes, the quote comes in less its fee.
-                    self._balances_hash -= hash(
-                        (
-                            maker.account,
-                            base_slot,
-                            maker_balance[base_slot],
-                            maker_balance[base_slot + 1],
-                        )
-                    )
-                    maker_balance[base_slot + 1] -= base
-                    self._balances_hash += hash(
-                        (
-                            maker.account,
-                            base_slot,
-                            maker_balance[base_slot],
-                            maker_balance[base_slot + 1],
-                        )
-                    )
-                    events.append(
-                        BalanceChanged(
-                            0,
-                            ts,
-                            maker.account,
-                            rules.base.symbol,
-                            maker_balance[base_slot],
-                            maker_balance[base_slot + 1],
-                            0,
-                            -base,
-                            _FILL,
-                            maker.id,
-                        )
-                    )
-                    change(
-                        events,
-                        ts,
-                        maker.account,
-                        quote_slot,
-                        quote - seller_fee,
-                        0,
-                        _FILL,
-                        maker.id,
-                    )
+                    paid_slot, paid, got_slot, got = base_slot, base, quote_slot, quote - seller_fee
                     buy_id, sell_id, buyer, seller = taker.id, maker.id, account, maker.account
-                else:
+                else:  # the maker buys
                     seller_fee = -(-quote * taker_bps // 10_000)
                     buyer_fee = -(-base * maker_bps // 10_000)
                     taker_fees += seller_fee
-                    self._balances_hash -= hash(
-                        (
-                            maker.account,
-                            quote_slot,
-                            maker_balance[quote_slot],
-                            maker_balance[quote_slot + 1],
-                        )
-                    )
-                    maker_balance[quote_slot + 1] -= quote
-                    self._balances_hash += hash(
-                        (
-                            maker.account,
-                            quote_slot,
-                            maker_balance[quote_slot],
-                            maker_balance[quote_slot + 1],
-                        )
-                    )
-                    events.append(
-                        BalanceChanged(
-                            0,
-                            ts,
-                            maker.account,
-                            rules.quote.symbol,
-                            maker_balance[quote_slot],
-                            maker_balance[quote_slot + 1],
-                            0,
-                            -quote,
-                            _FILL,
-                            maker.id,
-                        )
-                    )
-                    change(
-                        events, ts, maker.account, base_slot, base - buyer_fee, 0, _FILL, maker.id
-                    )
+                    paid_slot, paid, got_slot, got = quote_slot, quote, base_slot, base - buyer_fee
                     buy_id, sell_id, buyer, seller = maker.id, taker.id, maker.account, account
+                # The maker's locked funds go; what it bought comes in, less its fee.
+                change(events, ts, maker.account, paid_slot, 0, -paid, _FILL, maker.id)
+                change(events, ts, maker.account, got_slot, got, 0, _FILL, maker.id)
                 fee_base += buyer_fee
                 fee_quote += seller_fee
                 events.append(
