@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Iterator
-from typing import Any
 
 import msgspec
 
@@ -13,11 +12,12 @@ from cloudex.enums import OrderType, SelfTradePrevention, TimeInForce
 __all__ = ["Order", "Level", "BookSide"]
 
 
-class Order(msgspec.Struct, gc=False):
+class Order(msgspec.Struct, array_like=True, gc=False):
     """A resting or incoming order. Amounts: ``price`` in ticks, quantities in lots.
 
-    A msgspec Struct rather than a plain class: it is built once per order on the hot path, and
-    msgspec builds it in C (and the collector never has to track it: it holds no containers).
+    A msgspec Struct rather than a plain class: it is built once per order on the hot path and
+    msgspec builds it in C; the collector never tracks it (it holds no containers); and snapshots
+    encode and decode resting orders as they are.
     """
 
     id: int
@@ -34,7 +34,7 @@ class Order(msgspec.Struct, gc=False):
     order_type: OrderType
     quote_quantity: int | None
     created_at: int
-    market: Any = None  # the engine's MarketBook, while the order rests
+    market: int = 0  # the index of its market in the engine
 
 
 class Level:

@@ -160,6 +160,7 @@ class Engine:
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
         self._markets: dict[str, MarketBook] = {}
+        self._market_list: list[MarketBook] = []  # by index, as orders name their market
         self._assets: dict[str, AssetSpec] = {}
         self._asset_slots: dict[str, int] = {}
         self._asset_symbols: list[str] = []
@@ -367,7 +368,7 @@ class Engine:
             c.order_type,
             quote_quantity,
             ts,
-            mb,
+            mb.index,
         )
         stop: CloseReason | None = CloseReason.FILL_OR_KILL if fill_or_kill else None
         filled = 0
@@ -639,12 +640,12 @@ class Engine:
                     )
                 )
                 trade_id += 1
-                self._orders_hash -= self._order_hash(maker, mb)
+                self._orders_hash -= self._order_hash(maker)
                 maker.remaining -= lots
                 maker.executed_quote += quote
                 level.total -= lots
                 if maker.remaining:
-                    self._orders_hash += self._order_hash(maker, mb)
+                    self._orders_hash += self._order_hash(maker)
                 else:
                     del makers[maker.id]
                     del orders[maker.id]
@@ -703,7 +704,7 @@ class Engine:
                 order = by_client
             elif by_client is not order:
                 order = None
-        if order is None or order.account != c.account or order.market is not mb:
+        if order is None or order.account != c.account or order.market != mb.index:
             raise _Rejected(ErrorCode.RESOURCE_NOT_FOUND, "Order not found")
         events: list[AnyEvent] = []
         level = (self._close_resting(order, mb, events, ts, _CANCELLED, CloseReason.USER_CANCEL),)
@@ -722,7 +723,7 @@ class Engine:
         mine = [
             order
             for order in self._orders.values()
-            if order.account == c.account and order.market is mb
+            if order.account == c.account and order.market == mb.index
         ]
         events: list[AnyEvent] = []
         views = self._close_all(mine, mb, events, ts, _CANCELLED, CloseReason.USER_CANCEL)
@@ -862,12 +863,14 @@ class Engine:
                 for account, balance in self._balances.items():
                     balance.extend((0, 0))
                     self._balances_hash += hash((account, slot, 0, 0))
-        self._markets[rules.spec.symbol] = MarketBook(
+        mb = MarketBook(
             rules,
-            len(self._markets),
+            len(self._market_list),
             self._asset_slots[c.base.symbol],
             self._asset_slots[c.quote.symbol],
         )
+        self._markets[rules.spec.symbol] = mb
+        self._market_list.append(mb)
         return CommandResult(c.id, None, "", [MarketAdded(0, ts, c.market, c.base, c.quote)], [])
 
     def _set_market_fees(self, c: SetMarketFees, ts: int) -> CommandResult:
@@ -888,7 +891,7 @@ class Engine:
         events: list[AnyEvent] = [MarketStateChanged(0, ts, c.market, c.state)]
         if c.state is _CLOSED:
             # A closed market holds nobody's funds: every resting order is expired.
-            resting = [o for o in self._orders.values() if o.market is mb]
+            resting = [o for o in self._orders.values() if o.market == mb.index]
             self._close_all(resting, mb, events, ts, _EXPIRED, CloseReason.MARKET_CLOSED)
         return CommandResult(c.id, None, "", events, [])
 
@@ -1047,7 +1050,7 @@ class Engine:
     def open_orders(self, account: int, market: str | None = None) -> list[OrderView]:
         views = []
         for order in self._orders.values():
-            mb = order.market
+            mb = self._market_list[order.market]
             if order.account == account and (market is None or mb.rules.spec.symbol == market):
                 views.append(self._view(order, mb, _PARTIAL if order.executed_quote else _NEW))
         return views
@@ -1056,7 +1059,9 @@ class Engine:
         order = self._orders.get(order_id)
         if order is None:
             return None
-        return self._view(order, order.market, _PARTIAL if order.executed_quote else _NEW)
+        return self._view(
+            order, self._market_list[order.market], _PARTIAL if order.executed_quote else _NEW
+        )
 
     def resting_orders(self, market: str) -> Iterable[Order]:
         """Every resting order of ``market``: bids best first, then asks best first."""
@@ -1094,12 +1099,12 @@ class Engine:
     # -- STATE HASH -------------------------------------------------------------------------
 
     @staticmethod
-    def _order_hash(order: Order, mb: MarketBook) -> int:
+    def _order_hash(order: Order) -> int:
         return hash(
             (
                 order.id,
                 order.account,
-                mb.index,
+                order.market,
                 order.is_bid,
                 order.price,
                 order.remaining,
@@ -1142,7 +1147,7 @@ class Engine:
 
     def recompute_hash_sums(self) -> tuple[int, int]:
         """Recompute the order and balance hash sums from scratch (for verification)."""
-        orders = sum(self._order_hash(o, o.market) for o in self._orders.values())
+        orders = sum(self._order_hash(o) for o in self._orders.values())
         balances = sum(
             hash((account, slot, balance[slot], balance[slot + 1]))
             for account, balance in self._balances.items()
@@ -1159,29 +1164,7 @@ class Engine:
         """Return the whole state as bytes; ``Engine.restore`` gives back an identical engine."""
         markets = []
         for mb in self._markets.values():
-            rows = [
-                (
-                    o.id,
-                    o.account,
-                    o.is_bid,
-                    o.price,
-                    o.quantity,
-                    o.remaining,
-                    o.executed_quote,
-                    o.client_id,
-                    o.stp,
-                    o.tif,
-                    o.post_only,
-                    o.order_type,
-                    o.created_at,
-                )
-                for side in (mb.bids, mb.asks)
-                for level in side.iter_levels()
-                for o in level.orders.values()
-            ]
-            markets.append(
-                _MarketState(mb.spec, mb.update_id, mb.last_depth_ts, mb.data.dump(), rows)
-            )
+            markets.append(_MarketState(mb.spec, mb.update_id, mb.last_depth_ts, mb.data.dump()))
         state = EngineState(
             SNAPSHOT_VERSION,
             self._seq,
@@ -1191,6 +1174,9 @@ class Engine:
             list(self._assets.values()),
             markets,
             list(self._balances.items()),
+            # In id order, which is also time priority within every level: an order enters the
+            # book only when it is placed, with the next id.
+            list(self._orders.values()),
             [self._results[command_id] for command_id in self._result_ids],
             self.state_hash(),
         )
@@ -1218,15 +1204,17 @@ class Engine:
             mb.last_depth_ts = market.last_depth_ts
             mb.data = MarketData.load(market.market_data)
             engine._markets[spec.symbol] = mb
-            for row in market.orders:
-                order = Order(*row[:11], row[11], None, row[12], mb)
-                (mb.bids if order.is_bid else mb.asks).add(order)
-                engine._orders[order.id] = order
-                engine._open_counts[order.account] = engine._open_counts.get(order.account, 0) + 1
-                if order.client_id is not None:
-                    engine._client_ids[(order.account, order.client_id)] = order
-        # Commands that walk every open order (cancel all, closing a market) do so in id order.
-        engine._orders = dict(sorted(engine._orders.items()))
+            engine._market_list.append(mb)
+        markets = engine._market_list
+        orders = engine._orders
+        open_counts = engine._open_counts
+        for order in state.orders:
+            mb = markets[order.market]
+            (mb.bids if order.is_bid else mb.asks).add(order)
+            orders[order.id] = order
+            open_counts[order.account] = open_counts.get(order.account, 0) + 1
+            if order.client_id is not None:
+                engine._client_ids[(order.account, order.client_id)] = order
         engine._balances = {account: list(balance) for account, balance in state.balances}
         for result in state.results:
             engine._remember(result.command_id, result)

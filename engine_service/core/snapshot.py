@@ -4,31 +4,14 @@ from __future__ import annotations
 
 import msgspec
 
-from cloudex.enums import OrderType, SelfTradePrevention, TimeInForce
 from cloudex.markets import AssetSpec, MarketSpec
 from cloudex.messages import CommandResult
+from engine_service.core.book import Order
 
-__all__ = ["SNAPSHOT_VERSION", "EngineState", "MarketState", "OrderRow"]
+__all__ = ["SNAPSHOT_VERSION", "EngineState", "MarketState"]
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 
-# (id, account, is_bid, price, quantity, remaining, executed_quote, client_id, stp, tif,
-#  post_only, order_type, created_at) -- a tuple, since a million of them must encode fast.
-OrderRow = tuple[
-    int,
-    int,
-    bool,
-    int | None,
-    int | None,
-    int,
-    int,
-    int | None,
-    SelfTradePrevention,
-    TimeInForce,
-    bool,
-    OrderType,
-    int,
-]
 Bar = list[int]
 
 
@@ -37,7 +20,6 @@ class MarketState(msgspec.Struct, array_like=True):
     update_id: int
     last_depth_ts: int
     market_data: tuple[Bar | None, list[Bar], dict[str, Bar], bool]
-    orders: list[OrderRow]  # bids best first, then asks best first; time priority within a level
 
 
 class EngineState(msgspec.Struct, array_like=True):
@@ -49,5 +31,6 @@ class EngineState(msgspec.Struct, array_like=True):
     assets: list[AssetSpec]
     markets: list[MarketState]
     balances: list[tuple[int, list[int]]]
+    orders: list[Order]  # every resting order, in id order
     results: list[CommandResult]  # oldest first: the eviction order
     state_hash: str
