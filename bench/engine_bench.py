@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cloudex.enums import OrderType, Side
 from cloudex.markets import load_markets_config
 from cloudex.messages import (
-    AddMarket,
     CancelOrder,
     Deposit,
     OrderClosed,
     PlaceOrder,
 )
+from cloudex.seed import market_seed_commands
 from engine_service.core import Engine, EngineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,16 +160,8 @@ def setup(seed: int) -> tuple[Engine, Workload]:
     # ~15 resting orders per account on average; the default cap (500) is for real traders.
     engine = Engine(EngineConfig(order_limit=10_000))
     workload = Workload(engine, seed)
-    for market in config.markets:
-        engine.execute(
-            AddMarket(
-                id=f"m-{market.symbol}",
-                ts=workload.ts,
-                market=market,
-                base=config.assets[market.base],
-                quote=config.assets[market.quote],
-            )
-        )
+    for command in market_seed_commands(config, workload.ts):
+        engine.execute(command)
     for account in range(1, ACCOUNTS + 1):
         for asset, amount in (("USDC", FUNDS_USDC), ("SOL", FUNDS_SOL)):
             result = engine.execute(

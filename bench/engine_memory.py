@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cloudex.enums import OrderType, Side
 from cloudex.markets import load_markets_config
-from cloudex.messages import AddMarket, Deposit, PlaceOrder
+from cloudex.messages import Deposit, PlaceOrder
+from cloudex.seed import market_seed_commands
 from engine_service.core import Engine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,16 +46,8 @@ def main() -> None:
     config = load_markets_config(ROOT / "config" / "markets.toml")
     engine = Engine()
     ts = 1_700_000_000_000_000
-    for market in config.markets:
-        engine.execute(
-            AddMarket(
-                id=f"m-{market.symbol}",
-                ts=ts,
-                market=market,
-                base=config.assets[market.base],
-                quote=config.assets[market.quote],
-            )
-        )
+    for command in market_seed_commands(config, ts):
+        engine.execute(command)
     for account in range(1, ACCOUNTS + 1):
         for asset in config.assets:
             engine.execute(

@@ -10,7 +10,6 @@ from typing import Any
 from cloudex.enums import OrderType, SelfTradePrevention, Side, TimeInForce
 from cloudex.markets import MarketsConfig, load_markets_config
 from cloudex.messages import (
-    AddMarket,
     AnyCommand,
     CancelAllOrders,
     CancelOrder,
@@ -22,6 +21,7 @@ from cloudex.messages import (
     Tick,
     Withdraw,
 )
+from cloudex.seed import market_seed_commands
 from engine_service.core import Engine, EngineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,14 +40,8 @@ class Exchange:
         self._ids = itertools.count(1)
         self.ts = START_TS
         if markets:
-            cfg = markets_config()
-            for market in cfg.markets:
-                result = self.run(
-                    AddMarket,
-                    market=market,
-                    base=cfg.assets[market.base],
-                    quote=cfg.assets[market.quote],
-                )
+            for command in market_seed_commands(markets_config(), self.ts):
+                result = self.execute(command)
                 assert result.ok, result
 
     def command(self, cls: type[AnyCommand], **fields: Any) -> AnyCommand:
@@ -56,8 +50,11 @@ class Exchange:
         fields.setdefault("ts", self.ts)
         return cls(**fields)
 
+    def execute(self, command: AnyCommand) -> CommandResult:
+        return self.engine.execute(command)
+
     def run(self, cls: type[AnyCommand], **fields: Any) -> CommandResult:
-        return self.engine.execute(self.command(cls, **fields))
+        return self.execute(self.command(cls, **fields))
 
     def deposit(self, account: int, asset: str, amount: int) -> CommandResult:
         return self.run(Deposit, account=account, asset=asset, amount=amount)

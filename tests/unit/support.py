@@ -54,9 +54,6 @@ class CheckedExchange(Exchange):
         self.log: list[AnyEvent] = []  # every event, in sequence order
         super().__init__(config, markets=markets)
 
-    def run(self, cls: type[AnyCommand], **fields: Any) -> CommandResult:
-        return self.execute(self.command(cls, **fields))
-
     def execute(self, command: AnyCommand) -> CommandResult:
         engine = self.engine
         seq_before = engine.seq
