@@ -289,6 +289,7 @@ class Engine:
         base_slot = mb.base_slot
         quote_slot = mb.quote_slot
         opposite = mb.asks if is_bid else mb.bids
+        best = opposite.best_price()
         # What the order may spend: quote atoms (bids) or, for asks sized in quote, the
         # proceeds wanted plus the base it may sell.
         budget: int | None = None
@@ -301,7 +302,6 @@ class Engine:
                 budget = balance[quote_slot] if quote_quantity is None else quote_quantity
                 if quote_quantity is not None and balance[quote_slot] < quote_quantity:
                     raise _Rejected(ErrorCode.INSUFFICIENT_FUNDS, "Insufficient funds")
-                best = opposite.best_price()
                 if quote_quantity is None and (
                     budget == 0 or (best is not None and budget < best * tick_lot)
                 ):
@@ -314,7 +314,6 @@ class Engine:
             base_budget = balance[base_slot]
             if base_budget < lot:
                 raise _Rejected(ErrorCode.INSUFFICIENT_FUNDS, "Insufficient funds")
-        best = opposite.best_price()
         crosses = best is not None and (
             price is None or (best <= price if is_bid else best >= price)
         )
