@@ -62,25 +62,46 @@ class Exchange:
     def withdraw(self, account: int, asset: str, amount: int) -> CommandResult:
         return self.run(Withdraw, account=account, asset=asset, amount=amount)
 
-    def limit(
+    def order(
+        self, account: int, market: str, side: Side, order_type: OrderType, **fields: Any
+    ) -> PlaceOrder:
+        """Build (not execute) an order; ``fields`` are the rest of ``PlaceOrder``."""
+        command = self.command(
+            PlaceOrder, account=account, market=market, side=side, order_type=order_type, **fields
+        )
+        assert isinstance(command, PlaceOrder)
+        return command
+
+    def limit_order(
+        self, account: int, market: str, side: Side, price: int, quantity: int, **fields: Any
+    ) -> PlaceOrder:
+        return self.order(
+            account, market, side, OrderType.LIMIT, price=price, quantity=quantity, **fields
+        )
+
+    def market_order(
         self,
         account: int,
         market: str,
         side: Side,
-        price: int,
-        quantity: int,
+        quantity: int | None = None,
+        quote_quantity: int | None = None,
         **fields: Any,
-    ) -> CommandResult:
-        return self.run(
-            PlaceOrder,
-            account=account,
-            market=market,
-            side=side,
-            order_type=OrderType.LIMIT,
-            price=price,
+    ) -> PlaceOrder:
+        return self.order(
+            account,
+            market,
+            side,
+            OrderType.MARKET,
             quantity=quantity,
+            quote_quantity=quote_quantity,
             **fields,
         )
+
+    def limit(
+        self, account: int, market: str, side: Side, price: int, quantity: int, **fields: Any
+    ) -> CommandResult:
+        return self.execute(self.limit_order(account, market, side, price, quantity, **fields))
 
     def market(
         self,
@@ -91,15 +112,8 @@ class Exchange:
         quote_quantity: int | None = None,
         **fields: Any,
     ) -> CommandResult:
-        return self.run(
-            PlaceOrder,
-            account=account,
-            market=market,
-            side=side,
-            order_type=OrderType.MARKET,
-            quantity=quantity,
-            quote_quantity=quote_quantity,
-            **fields,
+        return self.execute(
+            self.market_order(account, market, side, quantity, quote_quantity, **fields)
         )
 
     def cancel(self, account: int, market: str, **fields: Any) -> CommandResult:

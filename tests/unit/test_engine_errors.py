@@ -86,43 +86,44 @@ def test_set_state_unknown_market_invalid_market(rich: CheckedExchange) -> None:
     )
 
 
-def test_add_market_existing_symbol_invalid_market(ex: CheckedExchange) -> None:
-    # Given SOL_USDC exists / When it is added again / Then INVALID_MARKET
-    [spec] = [m for m in ex.engine.markets() if m.symbol == MKT]
-    assert_rejected(
-        ex,
-        AddMarket,
-        ErrorCode.INVALID_MARKET,
-        market=spec,
-        base=AssetSpec("SOL", 9),
-        quote=AssetSpec("USDC", 6),
-    )
-
-
-def test_add_market_inexact_spec_invalid_market(ex: CheckedExchange) -> None:
-    # Given tick x step finer than the quote atom / When added / Then INVALID_MARKET
-    spec = MarketSpec("SOL_USD", "SOL", "USD", "0.01", "0.01", "0.01", "10", "100", "1", 2, 5)
-    assert_rejected(
-        ex,
-        AddMarket,
-        ErrorCode.INVALID_MARKET,
-        market=spec,
-        base=AssetSpec("SOL", 9),
-        quote=AssetSpec("USD", 2),
-    )
-
-
-def test_add_market_known_asset_other_decimals_invalid_asset(ex: CheckedExchange) -> None:
-    # Given SOL has 9 decimals / When a market redefines it with 8 / Then INVALID_ASSET
-    spec = MarketSpec("SOL_EUR", "SOL", "EUR", "0.01", "0.01", "0.01", "10", "100", "1", 2, 5)
-    assert_rejected(
-        ex,
-        AddMarket,
-        ErrorCode.INVALID_ASSET,
-        market=spec,
-        base=AssetSpec("SOL", 8),
-        quote=AssetSpec("EUR", 6),
-    )
+@pytest.mark.parametrize(
+    ("market", "base", "quote", "code"),
+    [
+        pytest.param(
+            None,
+            AssetSpec("SOL", 9),
+            AssetSpec("USDC", 6),
+            ErrorCode.INVALID_MARKET,
+            id="existing-symbol",
+        ),
+        pytest.param(
+            MarketSpec("SOL_USD", "SOL", "USD", "0.01", "0.01", "0.01", "10", "100", "1", 2, 5),
+            AssetSpec("SOL", 9),
+            AssetSpec("USD", 2),
+            ErrorCode.INVALID_MARKET,
+            id="tick-x-step-finer-than-quote-atom",
+        ),
+        pytest.param(
+            MarketSpec("SOL_EUR", "SOL", "EUR", "0.01", "0.01", "0.01", "10", "100", "1", 2, 5),
+            AssetSpec("SOL", 8),
+            AssetSpec("EUR", 6),
+            ErrorCode.INVALID_ASSET,
+            id="known-asset-other-decimals",
+        ),
+    ],
+)
+def test_add_market_invalid_spec_rejected(
+    ex: CheckedExchange,
+    market: MarketSpec | None,
+    base: AssetSpec,
+    quote: AssetSpec,
+    code: ErrorCode,
+) -> None:
+    # Given SOL_USDC exists and SOL has 9 decimals
+    # When a market is added again, inexact, or redefining SOL / Then rejected, nothing changes
+    if market is None:
+        [market] = [m for m in ex.engine.markets() if m.symbol == MKT]
+    assert_rejected(ex, AddMarket, code, market=market, base=base, quote=quote)
 
 
 def test_add_market_new_market_and_asset_is_tradeable(ex: CheckedExchange) -> None:
@@ -387,17 +388,7 @@ def test_place_locked_funds_cannot_be_spent_twice(ex: CheckedExchange) -> None:
 def test_command_deadline_before_ts_invalid_client_request(rich: CheckedExchange) -> None:
     # Given a command stamped after its deadline / Then rejected as expired
     ts = rich.ts + 1_000
-    command = rich.command(
-        PlaceOrder,
-        account=1,
-        market=MKT,
-        side=BID,
-        order_type=OrderType.LIMIT,
-        price=PRICE,
-        quantity=1,
-        ts=ts,
-        deadline=ts - 1,
-    )
+    command = rich.limit_order(1, MKT, BID, PRICE, 1, ts=ts, deadline=ts - 1)
     result = assert_command_rejected(rich, command, ErrorCode.INVALID_CLIENT_REQUEST)
     assert "expired" in result.message.lower()
     # Any command type can expire
@@ -484,9 +475,7 @@ def test_rejected_command_changes_only_engine_clock_and_result_cache(
     # Given a busy engine / When a command is rejected
     before = observable(rich.engine)
     clock = rich.engine.clock
-    command = rich.command(
-        PlaceOrder, account=1, market=MKT, side=BID, order_type=OrderType.LIMIT, price=0, quantity=1
-    )
+    command = rich.limit_order(1, MKT, BID, 0, 1)
     result = rich.execute(command)
     assert result.error is ErrorCode.INVALID_PRICE
     # Then everything but the engine clock (the command's ts) and the remembered result

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cloudex.enums import ErrorCode, OrderStatus, OrderType, TimeInForce
+from cloudex.enums import ErrorCode, OrderStatus, TimeInForce
 from cloudex.klines import INTERVALS, bucket_start
 from cloudex.messages import (
     BalanceChanged,
@@ -11,7 +11,6 @@ from cloudex.messages import (
     MarketStats,
     OrderAccepted,
     OrderClosed,
-    PlaceOrder,
     Tick,
     TradeExecuted,
 )
@@ -55,15 +54,7 @@ def test_seq_gap_free_across_results_rejections_and_duplicates(ex: CheckedExchan
     funded(ex)
     ex.rest(2, ASK, PRICE, 3)
     ex.limit(1, MKT, BID, 0, 1)  # rejected
-    command = ex.command(
-        PlaceOrder,
-        account=1,
-        market=MKT,
-        side=BID,
-        order_type=OrderType.LIMIT,
-        price=PRICE,
-        quantity=2,
-    )
+    command = ex.limit_order(1, MKT, BID, PRICE, 2)
     ex.execute(command)
     ex.execute(command)  # duplicate
     ex.tick()
@@ -276,15 +267,7 @@ def test_duplicate_command_id_returns_stored_result_and_changes_nothing(
     # Given an executed order that traded
     funded(ex)
     ex.rest(2, ASK, PRICE, 5)
-    command = ex.command(
-        PlaceOrder,
-        account=1,
-        market=MKT,
-        side=BID,
-        order_type=OrderType.LIMIT,
-        price=PRICE,
-        quantity=2,
-    )
+    command = ex.limit_order(1, MKT, BID, PRICE, 2)
     first = ex.execute(command)
     assert first.ok and trades(first)
     before = observable(ex.engine)

@@ -8,13 +8,12 @@ import random
 import msgspec
 import pytest
 
-from cloudex.enums import MarketState, OrderType, SelfTradePrevention, TimeInForce
+from cloudex.enums import MarketState, SelfTradePrevention, TimeInForce
 from cloudex.messages import (
     AnyCommand,
     CancelAllOrders,
     CancelOrder,
     Deposit,
-    PlaceOrder,
     SetMarketState,
     Tick,
     encode,
@@ -72,56 +71,12 @@ def busy(ex: CheckedExchange) -> CheckedExchange:
 def follow_up(ex: CheckedExchange) -> list[AnyCommand]:
     """The same commands for an engine and its restored twin."""
     return [
-        ex.command(
-            PlaceOrder,
-            account=1,
-            market=MKT,
-            side=BID,
-            order_type=OrderType.LIMIT,
-            price=PRICE + 20,
-            quantity=9,
-        ),
-        ex.command(
-            PlaceOrder, account=3, market=MKT, side=ASK, order_type=OrderType.MARKET, quantity=3
-        ),
-        ex.command(
-            PlaceOrder,
-            account=2,
-            market=MKT,
-            side=BID,
-            order_type=OrderType.LIMIT,
-            price=PRICE + 30,
-            quantity=2,
-            time_in_force=TimeInForce.IOC,
-        ),
-        ex.command(
-            PlaceOrder,
-            account=1,
-            market="BTC_USDC",
-            side=BID,
-            order_type=OrderType.LIMIT,
-            price=100,
-            quantity=1000,
-            post_only=True,
-        ),
-        ex.command(
-            PlaceOrder,
-            account=3,
-            market=MKT,
-            side=BID,
-            order_type=OrderType.MARKET,
-            quote_quantity=3 * USDC_1,
-        ),
-        ex.command(
-            PlaceOrder,
-            account=1,
-            market=MKT,
-            side=BID,
-            order_type=OrderType.LIMIT,
-            price=9_000,
-            quantity=5,
-            client_id=11,
-        ),  # clientId still in use: rejected
+        ex.limit_order(1, MKT, BID, PRICE + 20, 9),
+        ex.market_order(3, MKT, ASK, quantity=3),
+        ex.limit_order(2, MKT, BID, PRICE + 30, 2, time_in_force=TimeInForce.IOC),
+        ex.limit_order(1, "BTC_USDC", BID, 100, 1000, post_only=True),
+        ex.market_order(3, MKT, BID, quote_quantity=3 * USDC_1),
+        ex.limit_order(1, MKT, BID, 9_000, 5, client_id=11),  # clientId still in use: rejected
     ]
 
 
@@ -263,14 +218,12 @@ def test_snapshot_restore_mid_random_session_state_hashes_agree() -> None:
         side = rng.choice((BID, ASK))
         roll = rng.random()
         if roll < 0.5:
-            command = ex.command(
-                PlaceOrder,
-                account=account,
-                market=MKT,
-                side=side,
-                order_type=OrderType.LIMIT,
-                price=rng.randint(9_980, 10_020),
-                quantity=rng.randint(1, 20),
+            command = ex.limit_order(
+                account,
+                MKT,
+                side,
+                rng.randint(9_980, 10_020),
+                rng.randint(1, 20),
                 time_in_force=rng.choice(list(TimeInForce)),
                 post_only=rng.random() < 0.1,
                 self_trade_prevention=rng.choice(list(SelfTradePrevention)),
@@ -281,14 +234,7 @@ def test_snapshot_restore_mid_random_session_state_hashes_agree() -> None:
                 if rng.random() < 0.5
                 else {"quote_quantity": rng.randint(1, 10) * USDC_1}
             )
-            command = ex.command(
-                PlaceOrder,
-                account=account,
-                market=MKT,
-                side=side,
-                order_type=OrderType.MARKET,
-                **size,
-            )
+            command = ex.market_order(account, MKT, side, **size)
         elif roll < 0.85:
             mine = ex.engine.open_orders(account, MKT)
             if not mine:
