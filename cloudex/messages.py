@@ -59,6 +59,8 @@ __all__ = [
     "decode_command",
     "decode_event",
     "decode_result",
+    "encode_command_body",
+    "decode_command_body",
 ]
 
 
@@ -204,7 +206,12 @@ class TradeExecuted(Event):
 
 
 class OrderClosed(Event):
-    """An order is done: filled, cancelled or expired. Its remaining funds are unlocked."""
+    """An order is done: filled, cancelled or expired. Its remaining funds are unlocked.
+
+    It carries the order's terms too, so a closed order is complete without its
+    :class:`OrderAccepted` (which may be long gone from every cache): the recently-closed lists,
+    the order read models and the WebSocket order updates are built from this event alone.
+    """
 
     order_id: int
     account: int
@@ -213,6 +220,16 @@ class OrderClosed(Event):
     reason: CloseReason
     executed_quantity: int
     executed_quote_quantity: int
+    side: Side
+    order_type: OrderType
+    time_in_force: TimeInForce
+    price: int | None
+    quantity: int | None
+    quote_quantity: int | None
+    client_id: int | None
+    post_only: bool
+    self_trade_prevention: SelfTradePrevention
+    created_at: int
 
 
 class BalanceChanged(Event):
@@ -371,3 +388,18 @@ def decode_event(data: bytes) -> AnyEvent:
 
 def decode_result(data: bytes) -> CommandResult:
     return _result_decoder.decode(data)
+
+
+# Commands travel on ``orders.fifo`` as JSON text (SQS bodies are text): the same array form.
+_json_encoder = msgspec.json.Encoder()
+_command_json_decoder: msgspec.json.Decoder[AnyCommand] = msgspec.json.Decoder(AnyCommand)
+
+
+def encode_command_body(command: Command) -> str:
+    """The ``orders.fifo`` message body of a command."""
+    return _json_encoder.encode(command).decode()
+
+
+def decode_command_body(body: str | bytes) -> AnyCommand:
+    """Decode an ``orders.fifo`` body; raise ``msgspec.DecodeError`` / ``ValidationError``."""
+    return _command_json_decoder.decode(body)

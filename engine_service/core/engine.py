@@ -77,6 +77,7 @@ MAX_CLIENT_ID = 2**32 - 1  # Backpack's clientId is a u32
 _UNBOUNDED = 2**63
 
 _BID = Side.BID
+_SIDES = (Side.ASK, Side.BID)  # by is_bid
 _LIMIT = OrderType.LIMIT
 _GTC = TimeInForce.GTC
 _FOK = TimeInForce.FOK
@@ -451,7 +452,27 @@ class Engine:
                     CloseReason.IMMEDIATE_OR_CANCEL if is_limit else CloseReason.NO_LIQUIDITY
                 )
             events.append(
-                OrderClosed(0, ts, order_id, account, symbol, status, reason, filled, traded_quote)
+                OrderClosed(
+                    0,
+                    ts,
+                    order_id,
+                    account,
+                    symbol,
+                    status,
+                    reason,
+                    filled,
+                    traded_quote,
+                    c.side,
+                    c.order_type,
+                    tif,
+                    price,
+                    quantity,
+                    quote_quantity,
+                    client_id,
+                    c.post_only,
+                    c.self_trade_prevention,
+                    ts,
+                )
             )
         if touched or own_level:
             mb.update_id += 1
@@ -660,6 +681,16 @@ class Engine:
                             CloseReason.FILLED,
                             maker.quantity,  # type: ignore[arg-type]
                             maker.executed_quote,
+                            _SIDES[maker.is_bid],
+                            maker.order_type,
+                            maker.tif,
+                            maker.price,
+                            maker.quantity,
+                            maker.quote_quantity,
+                            maker.client_id,
+                            maker.post_only,
+                            maker.stp,
+                            maker.created_at,
                         )
                     )
                 remaining -= lots
@@ -800,6 +831,16 @@ class Engine:
                 reason,
                 order.quantity - remaining,  # type: ignore[operator]
                 order.executed_quote,
+                _SIDES[is_bid],
+                order.order_type,
+                order.tif,
+                order.price,
+                order.quantity,
+                order.quote_quantity,
+                order.client_id,
+                order.post_only,
+                order.stp,
+                order.created_at,
             )
         )
         return price, level.total
