@@ -9,28 +9,44 @@ __all__ = [
     "ORDERS_QUEUE",
     "EVENTS_QUEUE",
     "FEE_ACCOUNT",
+    "ENGINE_LEASE_LOCK",
     "REDIS_PREFIX",
     "reply_channel",
+    "result_key",
     "depth_key",
     "ticker_key",
     "trades_key",
     "balances_key",
     "open_orders_key",
+    "closed_orders_key",
+    "fills_key",
+    "assets_key",
     "markets_key",
     "heartbeat_key",
+    "ORDERS_DLQ",
 ]
 
 ORDERS_QUEUE = "orders.fifo"
 EVENTS_QUEUE = "events.fifo"
+# Dead-letter queue of orders.fifo: commands that failed maxReceiveCount times.
+ORDERS_DLQ = "orders-dlq.fifo"
 
 # Fees are credited to this account; no key is ever issued for it.
 FEE_ACCOUNT = 0
+
+# The PostgreSQL advisory lock whose holder is the one engine allowed to write ("cldx").
+ENGINE_LEASE_LOCK = 0x636C6478
 
 REDIS_PREFIX = "cx:"
 
 
 def reply_channel(command_id: str) -> str:
     return f"cx:reply:{command_id}"
+
+
+def result_key(command_id: str) -> str:
+    """A command's result (msgpack), kept for 10 minutes: SQS deduplicates resends for 5."""
+    return f"cx:result:{command_id}"
 
 
 def depth_key(market: str) -> str:
@@ -51,6 +67,20 @@ def balances_key(account: int) -> str:
 
 def open_orders_key(account: int) -> str:
     return f"cx:orders:open:{account}"
+
+
+def closed_orders_key(account: int) -> str:
+    """Recently closed orders of an account: a sorted set of order JSON scored by close time."""
+    return f"cx:orders:closed:{account}"
+
+
+def fills_key(account: int) -> str:
+    """Recent fills of an account: a sorted set of fill JSON scored by trade time."""
+    return f"cx:fills:{account}"
+
+
+def assets_key() -> str:
+    return "cx:assets"
 
 
 def markets_key() -> str:

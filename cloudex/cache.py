@@ -1,0 +1,99 @@
+"""The Redis read cache: what the engine service writes and the REST API reads.
+
+Values are msgpack of the engine's own types (:mod:`cloudex.messages`), not Backpack JSON: the
+engine is one process and every microsecond of it counts, while the API scales out, so the API
+formats (with :mod:`cloudex.views`) when it answers. Keys are in :mod:`cloudex.names`:
+
+| key | type | value |
+| --- | --- | --- |
+| ``markets_key()`` | string | ``list[MarketEntry]`` |
+| ``depth_key(S)`` | string | :class:`DepthSnapshot` (best first, at most 1,000 levels a side) |
+| ``ticker_key(S)`` | string | :class:`~cloudex.messages.Ticker` |
+| ``trades_key(S)`` | list, newest first | :class:`~cloudex.messages.TradeExecuted` |
+| ``balances_key(A)`` | hash asset -> | ``(available, locked)`` atoms |
+| ``open_orders_key(A)`` | hash order id -> | :class:`~cloudex.messages.OrderView` |
+| ``closed_orders_key(A)`` | sorted set by close time | :class:`~cloudex.messages.OrderClosed` |
+| ``fills_key(A)`` | sorted set by trade time | :class:`~cloudex.messages.TradeExecuted` |
+| ``result_key(id)`` | string, 10 min | :class:`~cloudex.messages.CommandResult` |
+| ``heartbeat_key()`` | string (JSON), 30 s | ``{"ts", "epoch", "eventSeq", "engineId"}`` |
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from cloudex.markets import AssetSpec, MarketRules, MarketSpec, compile_market
+from cloudex.messages import OrderClosed, OrderView, Ticker, TradeExecuted
+
+__all__ = [
+    "DepthSnapshot",
+    "MarketEntry",
+    "encode_value",
+    "decode_depth",
+    "decode_markets",
+    "decode_ticker",
+    "decode_trade",
+    "decode_balance",
+    "decode_open_order",
+    "decode_closed_order",
+]
+
+
+class DepthSnapshot(msgspec.Struct, array_like=True, gc=False):
+    """A market's book as of ``update_id`` (the REST ``lastUpdateId``); levels best first."""
+
+    update_id: int
+    ts: int
+    bids: list[tuple[int, int]]
+    asks: list[tuple[int, int]]
+
+
+class MarketEntry(msgspec.Struct, array_like=True, gc=False):
+    """A market as it stands now (current state and fees in ``spec``), with its assets."""
+
+    spec: MarketSpec
+    base: AssetSpec
+    quote: AssetSpec
+
+    def rules(self) -> MarketRules:
+        return compile_market(self.spec, self.base, self.quote)
+
+
+_encoder = msgspec.msgpack.Encoder()
+encode_value = _encoder.encode
+
+_depth = msgspec.msgpack.Decoder(DepthSnapshot)
+_markets = msgspec.msgpack.Decoder(list[MarketEntry])
+_ticker = msgspec.msgpack.Decoder(Ticker)
+_trade = msgspec.msgpack.Decoder(TradeExecuted)
+_balance = msgspec.msgpack.Decoder(tuple[int, int])
+_open_order = msgspec.msgpack.Decoder(OrderView)
+_closed_order = msgspec.msgpack.Decoder(OrderClosed)
+
+
+def decode_depth(data: bytes) -> DepthSnapshot:
+    return _depth.decode(data)
+
+
+def decode_markets(data: bytes) -> list[MarketEntry]:
+    return _markets.decode(data)
+
+
+def decode_ticker(data: bytes) -> Ticker:
+    return _ticker.decode(data)
+
+
+def decode_trade(data: bytes) -> TradeExecuted:
+    return _trade.decode(data)
+
+
+def decode_balance(data: bytes) -> tuple[int, int]:
+    return _balance.decode(data)
+
+
+def decode_open_order(data: bytes) -> OrderView:
+    return _open_order.decode(data)
+
+
+def decode_closed_order(data: bytes) -> OrderClosed:
+    return _closed_order.decode(data)
