@@ -1,0 +1,1 @@
+"""The Lambda functions: each subpackage is one function's handler and what only it needs."""

@@ -1,0 +1,1 @@
+"""The schema migration runner and its Lambda handler."""

@@ -1,0 +1,1 @@
+"""The persister Lambda: writes journal messages from events.fifo to PostgreSQL."""

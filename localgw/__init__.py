@@ -1,0 +1,1 @@
+"""The local stand-in for API Gateway, Lambda and SQS event sources."""
