@@ -138,13 +138,15 @@ class EngineStack:
 
 
 class ReplyCollector:
-    """Every reply published on ``cx:reply:*`` while it runs, in arrival order."""
+    """Every reply published on ``cx:reply:*`` while it runs, in arrival order, and every
+    market-data update the engine's Redis sink published on ``cx:md:*``."""
 
     def __init__(self, redis_url: str) -> None:
         self.client = redis.Redis.from_url(redis_url)
         self.pubsub = self.client.pubsub()
-        self.pubsub.psubscribe("cx:reply:*")
+        self.pubsub.psubscribe("cx:reply:*", "cx:md:*")
         self.replies: list[CommandResult] = []
+        self.market_data: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -153,7 +155,10 @@ class ReplyCollector:
         while not self._stop.is_set():
             message = self.pubsub.get_message(timeout=0.1)
             if message and message["type"] == "pmessage":
-                self.replies.append(decode_result(message["data"]))
+                if message["channel"].startswith(b"cx:md:"):
+                    self.market_data.append(msgspec.msgpack.decode(message["data"]))
+                else:
+                    self.replies.append(decode_result(message["data"]))
 
     def close(self) -> None:
         self._stop.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +43,7 @@ def test_orders_from_many_accounts_flow_through_queues_journal_and_redis(
     for command in commands:
         stack.send(command)
     results = stack.wait_results([c.id for c in commands])
-    assert all(not r.duplicate for r in results.values())
+    assert [i for i, r in results.items() if r.duplicate] == []
 
     replay = replay_journal(stack.database_url)
     # Every command in the journal once, each answered with what the journal holds.
@@ -77,6 +78,7 @@ def test_orders_from_many_accounts_flow_through_queues_journal_and_redis(
             assert closed.account == account and closed.order_id not in open_orders
     depth = cache.decode_depth(stack.redis.get(names.depth_key("SOL_USDC")))
     assert (depth.update_id, depth.bids, depth.asks) == final.depth("SOL_USDC", 1000)
+    update_id = depth.update_id
     trades = [
         cache.decode_trade(t) for t in stack.redis.lrange(names.trades_key("SOL_USDC"), 0, -1)
     ]
@@ -90,6 +92,28 @@ def test_orders_from_many_accounts_flow_through_queues_journal_and_redis(
     replies.close()
     published = {r.command_id for r in replies.replies}
     assert sent <= published
+
+    # Market data: depth ranges follow each other with no gap or overlap, up to the book's
+    # last update id; every trade went out once; private events reached their accounts.
+    updates = [u for u in replies.market_data if u.get("market") == "SOL_USDC"]
+    ranges = [(u["first_update_id"], u["last_update_id"]) for u in updates if u["last_update_id"]]
+    assert ranges[0][0] == 1 and ranges[-1][1] == update_id
+    assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(ranges))
+    trade_ids = [t[4] for u in updates for t in u["trades"]]  # [tag, seq, ts, market, id, ...]
+    assert trade_ids == list(range(1, len(trade_ids) + 1))
+    private = [u for u in replies.market_data if "accounts" in u]
+    assert {int(a) for u in private for a in u["accounts"]} >= set(range(1, 13))
+
+
+def _ready_code(engine: Any) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{engine.port}/ready", timeout=2) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
 
 
 def _latest_snapshot(database_url: str) -> bytes:
@@ -177,8 +201,10 @@ def test_bad_messages_are_answered_and_dropped_without_stopping_the_engine(
 def test_a_second_engine_waits_then_takes_over_with_no_gap_or_fork(stack: EngineStack) -> None:
     first = stack.start_engine()
     first.wait_state("running")
+    assert _ready_code(first) == 200
     second = stack.start_engine()
     second.wait_state("standby")
+    assert _ready_code(second) == 503
     rng = random.Random(3)
     commands = trading_workload(rng, accounts=5, orders=100, prefix="a")
     for command in commands[:60]:
