@@ -185,7 +185,7 @@ class EngineService:
         """Fenced start-up; False if stopped while waiting for the lease."""
         self.state = "standby"
         log.info("waiting for the engine lease")
-        while not self.database.acquire_lease(self.stop_event, 0.5):
+        if not self.database.acquire_lease(self.stop_event, 0.5):
             return False
         self.on_progress()
         self.epoch = self.database.start_epoch()
