@@ -120,6 +120,29 @@ def workload(count: int, seed: int = 1) -> list[AnyCommand]:
     return commands
 
 
+def engine_alone(count: int) -> float:
+    """The pure engine on the same commands: the ceiling the service loop is measured against
+    (this VM's speed varies by 2x from day to day; the ratio does not)."""
+    import gc
+
+    from engine_service.core import Engine
+
+    engine = Engine()
+    config = load_markets_config(ROOT / "config" / "markets.toml")
+    for command in market_seed_commands(config, 1):
+        engine.execute(command)
+    commands = workload(count)
+    gc.collect()
+    gc.disable()
+    started = time.perf_counter()
+    for command in commands:
+        command.ts = 2
+        engine.execute(command)
+    elapsed = time.perf_counter() - started
+    gc.enable()
+    return len(commands) / elapsed
+
+
 def fresh_database(name: str) -> str:
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -242,8 +265,11 @@ def main() -> None:
     parser.add_argument("--sqs", type=int, default=5_000, help="commands through LocalStack")
     args = parser.parse_args()
     inproc, p99, blocks = bench_inproc(args.inproc)
+    alone = engine_alone(args.inproc)
     print(
-        f"in process: {inproc:,.0f} commands/s, p99 batch {p99:.1f} ms, {blocks} blocks",
+        f"in process: {inproc:,.0f} commands/s, p99 batch {p99:.1f} ms, {blocks} blocks; "
+        f"the engine alone on the same commands: {alone:,.0f} commands/s "
+        f"(the service runs at {inproc / alone:.0%} of it)",
         file=sys.stderr,
     )
     sqs = bench_sqs(args.sqs)

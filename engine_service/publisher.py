@@ -189,13 +189,15 @@ class MarketDataPublisher:
 
     def _merge(self, events: list[AnyEvent]) -> None:
         pending = self._pending
-        private: PrivateUpdate | None = None
+        accounts = self._private().accounts
         for event in events:
             kind = type(event)
             if kind is BalanceChanged or kind is OrderAccepted or kind is OrderClosed:
-                if private is None:
-                    private = self._private()
-                private.add(event.account, event)  # type: ignore[union-attr]
+                account: int = event.account  # type: ignore[union-attr]
+                own = accounts.get(account)
+                if own is None:
+                    own = accounts[account] = []
+                own.append(event)
             elif kind is DepthChanged or kind is MarketStats or kind is TradeExecuted:
                 market: str = event.market  # type: ignore[union-attr,assignment]
                 update = pending.get(market)
@@ -204,11 +206,13 @@ class MarketDataPublisher:
                 update.merge(event)  # type: ignore[union-attr]
                 if kind is TradeExecuted:
                     trade: TradeExecuted = event  # type: ignore[assignment]
-                    if private is None:
-                        private = self._private()
-                    private.add(trade.buyer, trade)
-                    if trade.seller != trade.buyer:
-                        private.add(trade.seller, trade)
+                    for account in (trade.buyer, trade.seller):
+                        own = accounts.get(account)
+                        if own is None:
+                            own = accounts[account] = []
+                        own.append(trade)
+        if not accounts:
+            del pending[PrivateUpdate.key]
 
     def _private(self) -> PrivateUpdate:
         update = self._pending.get(PrivateUpdate.key)

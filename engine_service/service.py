@@ -343,9 +343,9 @@ class EngineService:
             command = self._decode(message, replies)
             if command is not None:
                 commands.append(command)
-        replace = msgspec.structs.replace
         for command in commands:
-            command = replace(command, ts=now)
+            # Each command was decoded for this batch alone: stamping it in place is safe.
+            command.ts = now
             result = execute(command)
             replies.append(result)
             if result.duplicate:
