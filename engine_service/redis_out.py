@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import hiredis
@@ -63,13 +64,12 @@ class RawPipeline:
     only checked for errors.
     """
 
-    __slots__ = ("client", "commands", "_conn", "_sent")
+    __slots__ = ("client", "commands", "_future")
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self.commands: list[bytes] = []
-        self._conn: Any = None
-        self._sent = 0
+        self._future: Future[None] | None = None
 
     def _add(self, *args: bytes | str | int | float) -> None:
         self.commands.append(hiredis.pack_command(args))  # type: ignore[arg-type]
@@ -116,50 +116,47 @@ class RawPipeline:
         self._add("DEL", key)
 
     def execute(self) -> None:
-        self.send()
-        self.wait()
+        """Send every command and read the replies, here and now."""
+        payload, count = self._take()
+        if count:
+            self._roundtrip(payload, count)
 
-    def send(self) -> None:
-        """Send every command; the replies are read by :meth:`wait` (meanwhile the caller may
-        work: Redis runs the batch on the other core)."""
-        self._sent = len(self.commands)
-        if not self._sent:
-            return
-        self._conn = self.client.connection_pool.get_connection()
+    def send(self, writer: Executor) -> None:
+        """Send every command and read the replies on ``writer``'s thread; :meth:`wait` waits.
+
+        Socket I/O releases the GIL, so the matcher goes on with the next batch while Redis
+        (on the other core) runs this one: a large batch does not fit the socket buffers, and
+        a send on the matcher's thread would wait for Redis to drain them.
+        """
+        payload, count = self._take()
+        self._future = writer.submit(self._roundtrip, payload, count) if count else None
+
+    def wait(self) -> None:
+        """Wait for what :meth:`send` sent; raise its error (a ``redis.RedisError``)."""
+        future, self._future = self._future, None
+        if future is not None:
+            future.result()
+
+    def _take(self) -> tuple[bytes, int]:
+        payload, count = b"".join(self.commands), len(self.commands)
+        self.commands = []
+        return payload, count
+
+    def _roundtrip(self, payload: bytes, count: int) -> None:
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
         try:
-            self._conn.send_packed_command([b"".join(self.commands)], check_health=False)  # type: ignore[no-untyped-call]
+            conn.send_packed_command([payload], check_health=False)  # type: ignore[no-untyped-call]
+            error = self._read_replies(conn._sock, count)  # type: ignore[attr-defined]
         except BaseException as failure:
-            self._drop_connection()
+            conn.disconnect()  # type: ignore[no-untyped-call]  # unread replies: never reuse it
             if isinstance(failure, OSError):
                 raise redis.ConnectionError(str(failure)) from failure
             raise
         finally:
-            self.commands = []
-
-    def wait(self) -> None:
-        """Read the replies of what :meth:`send` sent; raise on the first error reply."""
-        if not self._sent:
-            return
-        conn = self._conn
-        try:
-            error = self._read_replies(conn._sock, self._sent)  # type: ignore[union-attr]
-        except BaseException as failure:
-            self._drop_connection()
-            if isinstance(failure, OSError):
-                raise redis.ConnectionError(str(failure)) from failure
-            raise
-        self.client.connection_pool.release(conn)  # type: ignore[arg-type]
-        self._conn = None
-        self._sent = 0
+            pool.release(conn)
         if error is not None:
             raise redis.ResponseError(str(error))
-
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
-            self._conn.disconnect()  # type: ignore[no-untyped-call]  # unread replies: never reuse
-            self.client.connection_pool.release(self._conn)
-        self._conn = None
-        self._sent = 0
 
     @staticmethod
     def _read_replies(sock: Any, count: int) -> Exception | None:
@@ -215,11 +212,13 @@ class RedisOutput:
         self.retry_delay_s = retry_delay_s
         self.result_ttl_s = result_ttl_s
         self._untrimmed: set[str] = set()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redis-writer")
         self._last_trim = 0
         self._run_id: str | None = None
         self.rewrites = 0
 
     def close(self) -> None:
+        self._writer.shutdown(wait=True)
         self.client.close()
 
     # -- PER BATCH --------------------------------------------------------------------------
@@ -251,11 +250,7 @@ class RedisOutput:
             # engine, and its sender reads the result here.
             pipe.set(names.result_key(result.command_id), reply, ex=self.result_ttl_s)
             pipe.publish(names.reply_channel(result.command_id), reply)
-        try:
-            pipe.send()
-        except redis.RedisError as error:
-            self._recover(engine, replies, stop, error)
-            return None
+        pipe.send(self._writer)
         return PendingWrite(pipe, replies)
 
     def finish(self, pending: PendingWrite | None, engine: Engine, stop: threading.Event) -> None:
