@@ -244,6 +244,7 @@ class EngineService:
                 raise ReplayDiverged(f"snapshot {snapshot.seq} hash differs from its row")
             self.seq = snapshot.seq
             self._last_snapshot_seq = snapshot.seq
+            log.info("restored the snapshot at seq %d (epoch %d)", snapshot.seq, snapshot.epoch)
         started = time.monotonic()
         replayed = 0
         engine = self.engine
