@@ -22,6 +22,7 @@ from cloudex.messages import (
     CommandResult,
     Deposit,
     DepthChanged,
+    OrderAccepted,
     OrderClosed,
     TradeExecuted,
     Withdraw,
@@ -52,6 +53,7 @@ class CheckedExchange(Exchange):
     def __init__(self, config: EngineConfig | None = None, *, markets: bool = True) -> None:
         self.net: Counter[str] = Counter()  # deposits - withdrawals per asset
         self.log: list[AnyEvent] = []  # every event, in sequence order
+        self.accepted: dict[int, OrderAccepted] = {}  # every order, as accepted
         super().__init__(config, markets=markets)
 
     def execute(self, command: AnyCommand) -> CommandResult:
@@ -70,6 +72,20 @@ class CheckedExchange(Exchange):
             if isinstance(event, TradeExecuted):
                 assert event.buyer != event.seller, f"self-trade {event}"
                 assert event.quantity > 0
+            elif isinstance(event, OrderAccepted):
+                self.accepted[event.order_id] = event
+            elif isinstance(event, OrderClosed) and event.order_id in self.accepted:
+                # A closed order carries its terms: the same as when it was accepted (orders
+                # accepted before a restore are not known here).
+                accepted = self.accepted[event.order_id]
+                terms = (
+                    "account", "market", "side", "order_type", "time_in_force", "price",
+                    "quantity", "quote_quantity", "client_id", "post_only",
+                    "self_trade_prevention",
+                )  # fmt: skip
+                for name in terms:
+                    assert getattr(event, name) == getattr(accepted, name), (name, event)
+                assert event.created_at == accepted.ts
         if result.ok and not result.duplicate:
             if isinstance(command, Deposit):
                 self.net[command.asset] += command.amount
