@@ -49,7 +49,7 @@ from cloudex.messages import (
 )
 from cloudex.seed import market_seed_commands
 from engine_service.postgres import EngineDatabase
-from engine_service.publisher import MarketDataPublisher, MemorySink
+from engine_service.publisher import MarketDataPublisher, RedisPubSubSink
 from engine_service.redis_out import RedisOutput
 from engine_service.service import EngineService
 from engine_service.settings import Settings
@@ -172,7 +172,8 @@ def bench_inproc(count: int) -> tuple[float, float, int]:
         journal=journal,
         database=database,
         output=RedisOutput(REDIS_URL),
-        publisher=MarketDataPublisher(MemorySink()),
+        # The sink the service runs with until the WebSocket fan-out arrives.
+        publisher=MarketDataPublisher(RedisPubSubSink(redis.Redis.from_url(REDIS_URL))),
     )
     service.epoch = database.start_epoch()
     config = load_markets_config(ROOT / "config" / "markets.toml")

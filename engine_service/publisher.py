@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -143,14 +144,30 @@ class MemorySink:
 
 
 class RedisPubSubSink:
-    """Publishes each update (msgpack) on ``cx:md:<market>`` or ``cx:md:account:<id>``: a
-    sink any process can read, until the WebSocket fan-out sink replaces it."""
+    """Publishes each update (msgpack) on ``cx:md:<market>`` or ``cx:md:private``: a sink any
+    process can read, until the WebSocket fan-out sink replaces it. Encoding a batch's updates
+    costs the matcher's GIL, so nothing is encoded while nobody listens (checked every second).
+    """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, recheck_s: float = 1.0) -> None:
         self.client = client
+        self.recheck_s = recheck_s
+        self._listeners: dict[str, tuple[float, bool]] = {}
+
+    def _listened(self, channel: str) -> bool:
+        now = time.monotonic()
+        checked = self._listeners.get(channel)
+        if checked is None or now - checked[0] > self.recheck_s:
+            listened = bool(self.client.pubsub_numpat()) or bool(
+                self.client.pubsub_numsub(channel)[0][1]
+            )
+            checked = self._listeners[channel] = (now, listened)
+        return checked[1]
 
     def deliver(self, update: Update) -> None:
-        self.client.publish(f"cx:md:{update.key}", msgspec.msgpack.encode(update))
+        channel = f"cx:md:{update.key}"
+        if self._listened(channel):
+            self.client.publish(channel, msgspec.msgpack.encode(update))
 
 
 class MarketDataPublisher:
