@@ -65,6 +65,7 @@ def main() -> int:
         log.info("signal %d: finishing the batch in hand", signum)
         service.stop()
 
+    output.on_wait = health.beat
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     health.start()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
@@ -216,6 +216,8 @@ class RedisOutput:
         self._last_trim = 0
         self._run_id: str | None = None
         self.rewrites = 0
+        # Called while waiting for Redis to come back (the service's liveness beat).
+        self.on_wait: Callable[[], None] = lambda: None
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
@@ -285,6 +287,8 @@ class RedisOutput:
                 return
             except redis.RedisError as again:
                 log.error("Redis still unavailable: %s", again)
+                # Alive, only waiting: a restart would not bring Redis back.
+                self.on_wait()
                 stop.wait(self.retry_delay_s)
 
     def _batch_keys(self, pipe: Any, engine: Engine, events: Iterable[AnyEvent]) -> None:
