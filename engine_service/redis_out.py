@@ -215,7 +215,6 @@ class RedisOutput:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redis-writer")
         self._last_trim = 0
         self._run_id: str | None = None
-        self.rewrites = 0
         # Called while waiting for Redis to come back (the service's liveness beat).
         self.on_wait: Callable[[], None] = lambda: None
 
@@ -224,16 +223,6 @@ class RedisOutput:
         self.client.close()
 
     # -- PER BATCH --------------------------------------------------------------------------
-
-    def write_batch(
-        self,
-        engine: Engine,
-        events: Sequence[AnyEvent],
-        replies: Sequence[CommandResult],
-        stop: threading.Event,
-    ) -> None:
-        """Write what a batch changed and its replies, and wait until Redis has them."""
-        self.finish(self.send_batch(engine, events, replies, stop), engine, stop)
 
     def send_batch(
         self,
@@ -434,7 +423,6 @@ class RedisOutput:
             if account in open_orders:
                 pipe.hset(key, open_orders[account])
         pipe.execute()
-        self.rewrites += 1
 
     # -- HEARTBEAT --------------------------------------------------------------------------
 

@@ -139,7 +139,6 @@ class EngineService:
         self.batches = 0
         self.message_batches = 0  # batches with inbound messages (fault injection counts these)
         self.last_batch_ms = 0.0
-        self.started_at = 0
         self._ticks = 0
         self._last_tick = 0
         self._last_heartbeat = 0
@@ -226,7 +225,6 @@ class EngineService:
         gc.collect()
         gc.freeze()
         gc.disable()
-        self.started_at = self.clock()
         self._last_snapshot_at = time.monotonic()
         self.inbox.start()
         self.state = "running"

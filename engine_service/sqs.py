@@ -72,8 +72,6 @@ class SqsInbox:
         self._threads.append(
             threading.Thread(target=self._delete_loop, name="deleter", daemon=True)
         )
-        self.receive_errors = 0
-        self.delete_errors = 0
 
     def start(self) -> None:
         for thread in self._threads:
@@ -132,7 +130,6 @@ class SqsInbox:
                 )
             except Exception as error:
                 self._inflight.release()
-                self.receive_errors += 1
                 log.warning("receive_message failed: %s", error)
                 self._stop.wait(1.0)
                 continue
@@ -170,7 +167,9 @@ class SqsInbox:
                     failed = chunk
                     log.warning("delete_message_batch failed: %s", error)
                 if failed:
-                    self.delete_errors += len(failed)
+                    # Harmless: the messages come back after the visibility timeout and are
+                    # answered from the result cache; many would mean the deletes come too late.
+                    log.warning("%d inbound messages not deleted", len(failed))
 
 
 class MemoryInbox:

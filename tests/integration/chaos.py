@@ -12,13 +12,13 @@ import time
 from collections import Counter
 from typing import Any
 
-import psycopg
-
 from cloudex.messages import AnyCommand, encode_command_body
 from engine_service.core import Engine
 from tests.integration.engine_support import (
     EngineStack,
     assert_conserved,
+    journal_verdicts,
+    latest_snapshot,
     replay_journal,
 )
 
@@ -88,14 +88,14 @@ def run_chaos(
     lost = sum(1 for i in ids if journaled[i] == 0)
     duplicates = sum(max(0, journaled[i] - 1) for i in ids)
     # Each answer is the journal's verdict for that command.
-    verdicts = _journal_verdicts(stack.database_url)
+    verdicts = journal_verdicts(stack.database_url)
     mismatched = sum(1 for i in ids if results[i].error != verdicts.get(i, "missing"))
     try:
         assert_conserved(replay.engine, stack.database_url)
         conserved = True
     except AssertionError:
         conserved = False
-    snapshot = _latest_snapshot(stack.database_url)
+    snapshot = latest_snapshot(stack.database_url)
     state_match = (
         snapshot is not None
         and snapshot[0] == replay.last_seq
@@ -113,19 +113,3 @@ def run_chaos(
         "journal_records": replay.last_seq,
         "epochs": len(stack.engines),
     }
-
-
-def _journal_verdicts(database_url: str) -> dict[str, Any]:
-    from tests.integration.engine_support import journal_blocks
-
-    return {
-        record.command.id: record.result.error
-        for block in journal_blocks(database_url)
-        for record in block.records
-    }
-
-
-def _latest_snapshot(database_url: str) -> tuple[int, bytes] | None:
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT seq, data FROM snapshots ORDER BY seq DESC LIMIT 1").fetchone()
-    return None if row is None else (int(row[0]), bytes(row[1]))

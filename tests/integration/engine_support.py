@@ -129,13 +129,6 @@ class EngineStack:
                 time.sleep(0.1)
         return results
 
-    def wait_journal(self, last_seq_at_least: int, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while journal_head(self.database_url)[1] < last_seq_at_least:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"journal head {journal_head(self.database_url)}")
-            time.sleep(0.1)
-
 
 class ReplyCollector:
     """Every reply published on ``cx:reply:*`` while it runs, in arrival order, and every
@@ -234,6 +227,22 @@ def journal_head(database_url: str) -> tuple[int, int, int]:
         ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1]), int(row[2])
+
+
+def latest_snapshot(database_url: str) -> tuple[int, bytes] | None:
+    """The newest stored snapshot: (journal seq, data)."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT seq, data FROM snapshots ORDER BY seq DESC LIMIT 1").fetchone()
+    return None if row is None else (int(row[0]), bytes(row[1]))
+
+
+def journal_verdicts(database_url: str) -> dict[str, Any]:
+    """Each journaled command's verdict: its error code, or None."""
+    return {
+        record.command.id: record.result.error
+        for block in journal_blocks(database_url)
+        for record in block.records
+    }
 
 
 def journal_blocks(database_url: str) -> Iterator[JournalBlock]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import random
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,13 +15,14 @@ import pytest
 
 from cloudex import cache, names
 from cloudex.enums import ErrorCode, OrderType, Side
-from cloudex.messages import Deposit, PlaceOrder, encode_command_body
+from cloudex.messages import Deposit, PlaceOrder
 from engine_service.core import Engine
 from tests.integration.engine_support import (
     EngineStack,
     ReplyCollector,
     assert_conserved,
     journal_head,
+    latest_snapshot,
     replay_journal,
     trading_workload,
 )
@@ -55,7 +58,9 @@ def test_orders_from_many_accounts_flow_through_queues_journal_and_redis(
     # The service's state is the pure engine's, fed the same commands in journal order.
     assert engine.terminate() == 0
     with_snapshot = replay_journal(stack.database_url)
-    final = Engine.restore(_latest_snapshot(stack.database_url))
+    snapshot = latest_snapshot(stack.database_url)
+    assert snapshot is not None and snapshot[0] == with_snapshot.last_seq
+    final = Engine.restore(snapshot[1])
     assert final.state_hash() == with_snapshot.engine.state_hash()
 
     # Redis: balances, depth with lastUpdateId, open orders, trades, as the engine has them.
@@ -106,23 +111,11 @@ def test_orders_from_many_accounts_flow_through_queues_journal_and_redis(
 
 
 def _ready_code(engine: Any) -> int:
-    import urllib.error
-    import urllib.request
-
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{engine.port}/ready", timeout=2) as r:
             return int(r.status)
     except urllib.error.HTTPError as error:
         return int(error.code)
-
-
-def _latest_snapshot(database_url: str) -> bytes:
-    import psycopg
-
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT data FROM snapshots ORDER BY seq DESC LIMIT 1").fetchone()
-    assert row is not None
-    return bytes(row[0])
 
 
 def test_a_resent_command_is_applied_once_and_answered_alike(stack: EngineStack) -> None:
@@ -195,7 +188,6 @@ def test_bad_messages_are_answered_and_dropped_without_stopping_the_engine(
         QueueUrl=stack.orders_url, AttributeNames=["ApproximateNumberOfMessages"]
     )["Attributes"]
     assert attributes["ApproximateNumberOfMessages"] == "0"
-    assert encode_command_body(deposit)  # the good one went through the same path
 
 
 def test_a_second_engine_waits_then_takes_over_with_no_gap_or_fork(stack: EngineStack) -> None:
