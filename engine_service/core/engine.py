@@ -671,26 +671,13 @@ class Engine:
                     del orders[maker.id]
                     self._forget_open(maker)
                     events.append(
-                        OrderClosed(
-                            0,
-                            ts,
-                            maker.id,
-                            maker.account,
+                        _resting_order_closed(
+                            maker,
                             symbol,
+                            ts,
                             _FILLED,
                             CloseReason.FILLED,
                             maker.quantity,  # type: ignore[arg-type]
-                            maker.executed_quote,
-                            _SIDES[maker.is_bid],
-                            maker.order_type,
-                            maker.tif,
-                            maker.price,
-                            maker.quantity,
-                            maker.quote_quantity,
-                            maker.client_id,
-                            maker.post_only,
-                            maker.stp,
-                            maker.created_at,
                         )
                     )
                 remaining -= lots
@@ -821,26 +808,13 @@ class Engine:
                 events, ts, order.account, mb.base_slot, amount, -amount, _UNLOCK, order.id
             )
         events.append(
-            OrderClosed(
-                0,
-                ts,
-                order.id,
-                order.account,
+            _resting_order_closed(
+                order,
                 rules.spec.symbol,
+                ts,
                 status,
                 reason,
                 order.quantity - remaining,  # type: ignore[operator]
-                order.executed_quote,
-                _SIDES[is_bid],
-                order.order_type,
-                order.tif,
-                order.price,
-                order.quantity,
-                order.quote_quantity,
-                order.client_id,
-                order.post_only,
-                order.stp,
-                order.created_at,
             )
         )
         return price, level.total
@@ -1266,6 +1240,38 @@ class Engine:
         if engine.state_hash() != state.state_hash:
             raise ValueError("snapshot state hash does not match its contents")
         return engine
+
+
+def _resting_order_closed(
+    order: Order,
+    symbol: str,
+    ts: int,
+    status: OrderStatus,
+    reason: CloseReason,
+    executed_quantity: int,
+) -> OrderClosed:
+    """The event of a book order that is done, with its terms (filled, cancelled, expired)."""
+    return OrderClosed(
+        0,
+        ts,
+        order.id,
+        order.account,
+        symbol,
+        status,
+        reason,
+        executed_quantity,
+        order.executed_quote,
+        _SIDES[order.is_bid],
+        order.order_type,
+        order.tif,
+        order.price,
+        order.quantity,
+        order.quote_quantity,
+        order.client_id,
+        order.post_only,
+        order.stp,
+        order.created_at,
+    )
 
 
 # Command type -> handler, kept outside the instance so an engine holds no reference to itself.
