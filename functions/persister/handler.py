@@ -1,4 +1,4 @@
-"""The persister Lambda: ``events.fifo`` -> the PostgreSQL ``journal`` table.
+"""The persister Lambda: ``events.fifo`` -> the PostgreSQL ``journal`` table -> read models.
 
 Invoked by the SQS FIFO event source with ReportBatchItemFailures. Each record is one journal
 message, written in its own transaction (:mod:`functions.persister.journal_writer`). On the first
@@ -7,6 +7,11 @@ failed record and everything after it come back together after the visibility ti
 
 Nothing is ever dropped: an undecodable body, a gap, a fork all fail the record, which stays on
 ``events.fifo`` (no dead-letter queue) until someone looks; the queue's age alarm says when.
+
+After the batch's raw writes, the read-model projections catch up with the journal table
+(:mod:`functions.persister.projection`), each from its own checkpoint, within the invocation's
+remaining time. They never affect the batch's response: a projection that fails stays at its
+checkpoint, is logged and counted (``ProjectionFailures``), and is retried on the next invocation.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cloudex.journal import EpochStarted, JournalBlock, decode_journal_message
 from functions.persister.journal_writer import JournalWriteError, Outcome, write_journal_message
+from functions.persister.projection import RunReport, run_projections
+from functions.persister.read_models import ALL_PROJECTIONS
 
 # Defaults for running outside AWS (the deployed function's environment sets the same values),
 # read rather than written into os.environ: locally, several functions share one process.
@@ -151,5 +158,32 @@ def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
     response = process_partial_response(
         event=event, record_handler=write_record, processor=processor, context=context
     )
-    # Read-model projections (issue 4) run here, after this batch's raw journal writes committed.
+    project(context)
     return response
+
+
+def project(context: LambdaContext | None = None) -> RunReport | None:
+    """Catch the read models up with the journal; never raise (the raw journal is what the
+    batch's response is about, and it is committed already)."""
+    try:
+        report = run_projections(
+            database.connection(),
+            ALL_PROJECTIONS,
+            time_left_ms=context.get_remaining_time_in_millis if context is not None else None,
+        )
+    except Exception as exc:
+        metrics.add_metric(name="ProjectionFailures", unit=MetricUnit.Count, value=1)
+        logger.exception("projection round failed", extra={"error": str(exc)})
+        return None
+    metrics.add_metric(name="ProjectedEvents", unit=MetricUnit.Count, value=report.events)
+    if report.failed:
+        metrics.add_metric(
+            name="ProjectionFailures", unit=MetricUnit.Count, value=len(report.failed)
+        )
+        logger.error("projections failed", extra={"failed": report.failed, "lag": report.lag})
+    metrics.add_metric(
+        name="ProjectionLagRecords",
+        unit=MetricUnit.Count,
+        value=max(report.lag.values(), default=0),
+    )
+    return report

@@ -21,10 +21,16 @@ from functions.migrate.runner import (
 from localgw.migrate import main as migrate_main
 
 
+# Every migration the project has, in order.
+ALL = sorted(path.stem for path in SQL_DIRECTORY.glob("*.sql"))
+
+
 @pytest.fixture
 def sql_copy(tmp_path: Path) -> Path:
+    """A directory holding only the first real migration, for the runner's own tests."""
     directory = tmp_path / "sql"
-    shutil.copytree(SQL_DIRECTORY, directory)
+    directory.mkdir()
+    shutil.copy(SQL_DIRECTORY / "0001_journal.sql", directory)
     return directory
 
 
@@ -35,10 +41,11 @@ def _recorded(database_url: str) -> list[tuple[int, str]]:
 
 
 def test_applies_every_migration_once(empty_database_url: str) -> None:
-    assert apply_migrations(empty_database_url) == ["0001_journal"]
+    assert ALL[:2] == ["0001_journal", "0002_read_models"]
+    assert apply_migrations(empty_database_url) == ALL
     assert apply_migrations(empty_database_url) == []
 
-    assert _recorded(empty_database_url) == [(1, "0001_journal")]
+    assert _recorded(empty_database_url) == [(int(name[:4]), name) for name in ALL]
     with psycopg.connect(empty_database_url) as conn:
         assert conn.execute("SELECT epoch, engine_id FROM engine_lease").fetchall() == [(0, None)]
         assert conn.execute(
@@ -112,8 +119,8 @@ def test_concurrent_runners_apply_each_file_once(empty_database_url: str) -> Non
         thread.join(timeout=30)
 
     assert errors == []
-    assert sorted(results) == [[], [], [], ["0001_journal"]]
-    assert _recorded(empty_database_url) == [(1, "0001_journal")]
+    assert sorted(results) == [[], [], [], ALL]
+    assert _recorded(empty_database_url) == [(int(name[:4]), name) for name in ALL]
 
 
 def test_local_command_creates_the_database(
@@ -126,7 +133,7 @@ def test_local_command_creates_the_database(
         assert migrate_main(["--database-url", url]) == 0
         assert capsys.readouterr().out.splitlines() == [
             f"created database {name}",
-            "applied 0001_journal",
+            *(f"applied {migration}" for migration in ALL),
         ]
         assert migrate_main(["--database-url", url]) == 0
         assert capsys.readouterr().out.splitlines() == [f"database {name} is up to date"]
