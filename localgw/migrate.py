@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from functions.migrate.runner import MigrationError, apply_migrations
+from functions.migrate.runner import MigrationError, apply_migrations, apply_timescale_migrations
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/cloudex"
 
@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL),
         help="default: $DATABASE_URL, else %(default)s",
     )
+    parser.add_argument(
+        "--timescale",
+        action="store_true",
+        help="also apply the optional TimescaleDB migrations (needs the timescaledb extension)",
+    )
     args = parser.parse_args(argv)
     database_url: str = args.database_url
     display_name = conninfo_to_dict(database_url).get("dbname", database_url)
@@ -57,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if ensure_database(database_url):
         print(f"created database {display_name}")
     try:
-        applied = apply_migrations(database_url)
+        applied = (apply_timescale_migrations if args.timescale else apply_migrations)(database_url)
     except (MigrationError, psycopg.Error) as exc:
         print(f"migrations not applied: {exc}", file=sys.stderr)
         return 1

@@ -1,4 +1,5 @@
-"""The migration Lambda: applies the pending migrations to the database in ``DATABASE_URL``.
+"""The migration Lambda: applies the pending migrations to the database in ``DATABASE_URL``
+(and the optional TimescaleDB ones when ``TIMESCALE`` is ``1``, for servers with the extension).
 
 A plain handler for now (invoked after a deploy); a CloudFormation custom-resource wrapper that
 runs it on every ``cdk deploy`` comes with the infrastructure.
@@ -12,7 +13,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.migrate.runner import apply_migrations
+from functions.migrate.runner import apply_migrations, apply_timescale_migrations
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "migrate"))
 
@@ -20,6 +21,7 @@ logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "migrate"))
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> list[str]:
     """Apply what is due and return the names applied (``[]`` when the schema is current)."""
-    applied = apply_migrations(os.environ["DATABASE_URL"])
+    apply = apply_timescale_migrations if os.environ.get("TIMESCALE") == "1" else apply_migrations
+    applied = apply(os.environ["DATABASE_URL"])
     logger.info("migrations applied", extra={"applied": applied})
     return applied

@@ -29,9 +29,15 @@ __all__ = [
     "MigrationChecksumError",
     "load_migrations",
     "apply_migrations",
+    "TIMESCALE_DIRECTORY",
+    "TimescaleUnavailable",
+    "apply_timescale_migrations",
 ]
 
 SQL_DIRECTORY = Path(__file__).resolve().parent / "sql"
+# Optional: only for servers with the timescaledb extension (not RDS); versions from 1001, so
+# they never collide with the regular ones in schema_migrations.
+TIMESCALE_DIRECTORY = Path(__file__).resolve().parent / "timescale"
 
 # The advisory lock key every runner takes; b"cloudex\x01" so that it cannot collide with the
 # engine lease's key by accident.
@@ -125,6 +131,30 @@ def apply_migrations(database_url: str, directory: Path | str | None = None) -> 
             logger.info("applied migration %s", migration.name)
             applied.append(migration.name)
     return applied
+
+
+class TimescaleUnavailable(MigrationError):
+    """The server does not offer the timescaledb extension (RDS and Aurora never do)."""
+
+
+def apply_timescale_migrations(database_url: str) -> list[str]:
+    """Apply the regular migrations, then the optional Timescale ones (``timescale/``).
+
+    Raises :class:`TimescaleUnavailable` before changing anything if the server cannot load the
+    extension: the plain-PostgreSQL schema is complete without it.
+    """
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        available = conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+        ).fetchone()
+    if available is None:
+        raise TimescaleUnavailable(
+            "the timescaledb extension is not available on this server; the plain PostgreSQL "
+            "schema (apply_migrations) is complete without it"
+        )
+    return apply_migrations(database_url) + apply_migrations(
+        database_url, directory=TIMESCALE_DIRECTORY
+    )
 
 
 def _lock(conn: psycopg.Connection) -> None:

@@ -14,12 +14,14 @@ from psycopg.conninfo import make_conninfo
 
 from functions.migrate.runner import (
     SQL_DIRECTORY,
+    TIMESCALE_DIRECTORY,
     MigrationChecksumError,
     MigrationError,
+    TimescaleUnavailable,
     apply_migrations,
+    apply_timescale_migrations,
 )
 from localgw.migrate import main as migrate_main
-
 
 # Every migration the project has, in order.
 ALL = sorted(path.stem for path in SQL_DIRECTORY.glob("*.sql"))
@@ -140,3 +142,24 @@ def test_local_command_creates_the_database(
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_timescale_migration_is_optional_and_checks_for_the_extension(
+    empty_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The regular migrations never include it; it has versions of its own.
+    assert [path.stem for path in TIMESCALE_DIRECTORY.glob("*.sql")] == ["1001_timescale"]
+    assert all(int(name[:4]) < 1000 for name in ALL)
+    with psycopg.connect(empty_database_url) as conn:
+        available = conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+        ).fetchone()
+    if available is not None:
+        pytest.fail("this server has timescaledb: run the Timescale migration here and test it")
+    with pytest.raises(TimescaleUnavailable, match="timescaledb extension is not available"):
+        apply_timescale_migrations(empty_database_url)
+    assert migrate_main(["--database-url", empty_database_url, "--timescale"]) == 1
+    assert "not available" in capsys.readouterr().err
+    # Refused before anything changed.
+    with psycopg.connect(empty_database_url) as conn:
+        assert conn.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,)

@@ -151,7 +151,9 @@ CREATE TABLE klines (
 );
 
 -- Create the partition of `parent` holding the calendar month (UTC) that contains `ts_us`, if
--- it does not exist yet; return its name. Idempotent and safe to call concurrently.
+-- it does not exist yet; return its name. Idempotent and safe to call concurrently. Returns NULL
+-- and does nothing when `parent` is not partitioned (the optional Timescale migration turns the
+-- tables into hypertables, which make their own chunks).
 CREATE FUNCTION ensure_month_partition(parent regclass, ts_us bigint) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -160,6 +162,9 @@ DECLARE
     month_end timestamptz := month_start + interval '1 month';
     name text := parent::text || '_' || to_char(month_start AT TIME ZONE 'UTC', 'YYYY_MM');
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = parent) THEN
+        RETURN NULL;
+    END IF;
     PERFORM pg_advisory_xact_lock(hashtext(name));
     IF to_regclass(name) IS NULL THEN
         EXECUTE format(
