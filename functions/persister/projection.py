@@ -255,8 +255,13 @@ def run_projections(
         report.events += sum(round_report.applied.values())
         failed.update(round_report.failed)
         report.failed.update(round_report.failed)
-        if round_report.blocks < max_blocks or not round_report.applied:
-            break
+        if round_report.blocks < max_blocks:
+            break  # caught up
+        if not round_report.applied and not round_report.failed:
+            break  # nothing movable (locked elsewhere, or every projection failed before)
+        # A projection that failed this round is excluded from the next, which then starts at
+        # the lowest checkpoint of the others: one stuck projection far behind must not starve
+        # them of blocks.
     report.lag = projection_lag(conn)
     logger.debug("projections: %s in %.3f s", report, time.monotonic() - started)
     return report

@@ -1,4 +1,5 @@
--- 0002: the read models, projections of the journal (functions/persister/projections).
+-- 0002: the read models, projections of the journal (functions/persister/projection.py and
+-- read_models.py).
 --
 -- Each projection keeps its own checkpoint: the last journal seq it has applied, always the end
 -- of a journal block. It applies blocks after it and moves the checkpoint in one transaction, so
