@@ -90,8 +90,9 @@ CREATE TABLE trades (
     seq bigint NOT NULL,
     PRIMARY KEY (trade_id, ts)
 ) PARTITION BY RANGE (ts);
-CREATE INDEX trades_market ON trades (market, trade_id DESC);
-CREATE INDEX trades_market_ts ON trades (market, ts);
+-- Newest first per market: each partition's index is walked backwards, newest month first, and
+-- the scan stops at the page (an index on trade_id would have to merge every partition).
+CREATE INDEX trades_market_ts ON trades (market, ts DESC, trade_id DESC);
 
 -- Fills: each trade as each of its two parties saw it (side, fee, fee asset, maker or taker).
 CREATE TABLE fills (

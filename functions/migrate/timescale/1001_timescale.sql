@@ -27,8 +27,7 @@ SELECT set_integer_now_func('trades', 'cx_now_us');
 ALTER TABLE trades ADD PRIMARY KEY (trade_id, ts);
 INSERT INTO trades SELECT * FROM trades_partitioned;
 DROP TABLE trades_partitioned;
-CREATE INDEX trades_market ON trades (market, trade_id DESC);
-CREATE INDEX trades_market_ts ON trades (market, ts);
+CREATE INDEX trades_market_ts ON trades (market, ts DESC, trade_id DESC);
 
 ALTER TABLE klines RENAME TO klines_plain;
 ALTER INDEX klines_pkey RENAME TO klines_plain_pkey;
