@@ -687,9 +687,9 @@ def test_a_projection_that_always_fails_holds_back_nothing_else(
     reference: Models,
 ) -> None:
     """The other read models keep up with the journal, however far behind the broken one is (the
-    journal here is twice as many blocks as a round reads). Until edc9ded, once the broken one
-    was a round's worth of blocks behind, every run stopped after its first round, which had
-    nothing for the others (they were past those blocks): all of them stalled."""
+    journal here is twice as many blocks as a round reads). A run used to stop after a round in
+    which nothing was applied: once the broken one was a round's worth of blocks behind, the
+    first round read only blocks the others were past, and all of them stalled."""
     assert len(trading.blocks) > 2 * DEFAULT_BLOCKS_PER_ROUND
     url = databases.new()
     persister_env(url)
