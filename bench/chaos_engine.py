@@ -1,11 +1,13 @@
 """Chaos: the engine service SIGKILLed again and again while 20,000+ commands flow through
 LocalStack SQS; then nothing may be lost, nothing applied twice, money conserved, the journal
-gap-free and the final state a clean replay's.
+gap-free, the final state a clean replay's, and the balance audit (ledger vs replay vs final
+snapshot, ``engine_service.audit``) clean once the read models have caught up.
 
 The first two kills are forced at the protocol's most delicate points (right after the journal
 send; after Redis but before the inbound messages are deleted); the rest come at random
 moments. Needs PostgreSQL, Redis and LocalStack (``./dev services``). Prints as its LAST line:
-{"bench":"chaos","commands":N,"kills":K,"lost":0,"duplicates":0,"conserved":true,"state_match":true}
+{"bench":"chaos","commands":N,"kills":K,"lost":0,"duplicates":0,"conserved":true,"state_match":true,
+ "audit_differences":0,"audit_ok":true}
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 
 import boto3
+import psycopg
 import redis
 
 from bench.engine_service_bench import REDIS_URL, fresh_database
+from engine_service.audit import audit
 from tests.integration.chaos import run_chaos
-from tests.integration.engine_support import EngineStack, trading_workload
+from tests.integration.engine_support import EngineStack, trading_workload, wait_for_projections
 
 
 def main() -> None:
@@ -54,6 +58,12 @@ def main() -> None:
     started = time.monotonic()
     try:
         report = run_chaos(stack, commands, kills=args.kills, rng=rng, rate_per_s=600.0)
+        # The read models catch up with the journal; then the balance ledger, a replay of the
+        # journal and the final snapshot must agree account by account.
+        wait_for_projections(database_url)
+        with psycopg.connect(database_url) as conn:
+            audited = audit(conn)
+        print(audited.to_text(), file=sys.stderr)
     finally:
         stack.close_quietly()
     print(
@@ -72,6 +82,8 @@ def main() -> None:
                 "duplicates": report["duplicates"],
                 "conserved": report["conserved"],
                 "state_match": report["state_match"],
+                "audit_differences": audited.differences,
+                "audit_ok": audited.ok,
             }
         )
     )

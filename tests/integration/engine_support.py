@@ -28,6 +28,8 @@ from cloudex.messages import (
     decode_result,
 )
 from engine_service.core import Engine
+from functions.persister.projection import run_projections
+from functions.persister.read_models import ALL_PROJECTIONS
 from localgw.stack import EngineProcess, PersisterRunner, create_fifo_queue, send_command
 
 
@@ -313,3 +315,33 @@ def assert_conserved(engine: Engine, database_url: str) -> None:
     totals = balance_totals(engine)
     for asset in set(flows) | set(totals):
         assert totals.get(asset, 0) == flows.get(asset, 0), asset
+
+
+def wait_for_projections(database_url: str, timeout_s: float = 60.0) -> int:
+    """Wait until every projection's checkpoint is the journal head; return the head. The
+    persister projects after each batch; if the queue has gone quiet first, a run on a
+    connection of our own (overlapping runs are safe: checkpoints are locked SKIP LOCKED)
+    finishes the job."""
+    deadline = time.monotonic() + timeout_s
+    quiet_since: float | None = None
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while True:
+            row = conn.execute("SELECT last_seq FROM journal_head WHERE id = 1").fetchone()
+            assert row is not None
+            head = int(row[0])
+            checkpoints = dict(
+                conn.execute("SELECT name, last_seq FROM projection_checkpoints").fetchall()
+            )
+            failing = conn.execute(
+                "SELECT name, last_error FROM projection_checkpoints WHERE failures > 0"
+            ).fetchall()
+            assert not failing, failing
+            if all(seq == head for seq in checkpoints.values()):
+                return head
+            assert time.monotonic() < deadline, f"projections {checkpoints}, head {head}"
+            now = time.monotonic()
+            quiet_since = quiet_since or now
+            if now - quiet_since > 5:
+                print(f"projections {checkpoints} behind head {head}: running them")
+                run_projections(conn, ALL_PROJECTIONS)
+            time.sleep(0.2)

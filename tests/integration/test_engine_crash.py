@@ -4,7 +4,6 @@ batch protocol, three times at random) and restarted each time."""
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,8 @@ import psycopg
 import pytest
 
 from engine_service.audit import audit
-from functions.persister.projection import run_projections
-from functions.persister.read_models import ALL_PROJECTIONS
 from tests.integration.chaos import run_chaos
-from tests.integration.engine_support import EngineStack, trading_workload
+from tests.integration.engine_support import EngineStack, trading_workload, wait_for_projections
 
 
 @pytest.fixture
@@ -51,33 +48,3 @@ def test_five_kills_lose_nothing_and_apply_nothing_twice(stack: EngineStack) -> 
     assert audited.differences == 0 and audited.problems == []
     assert audited.replay.seq == audited.ledger_seq == head
     assert audited.snapshot is not None and audited.snapshot.seq == head
-
-
-def wait_for_projections(database_url: str, timeout_s: float = 60.0) -> int:
-    """Wait until every projection's checkpoint is the journal head; return the head. The
-    persister projects after each batch; if the queue has gone quiet first, a run on a
-    connection of our own (overlapping runs are safe: checkpoints are locked SKIP LOCKED)
-    finishes the job."""
-    deadline = time.monotonic() + timeout_s
-    quiet_since: float | None = None
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        while True:
-            row = conn.execute("SELECT last_seq FROM journal_head WHERE id = 1").fetchone()
-            assert row is not None
-            head = int(row[0])
-            checkpoints = dict(
-                conn.execute("SELECT name, last_seq FROM projection_checkpoints").fetchall()
-            )
-            failing = conn.execute(
-                "SELECT name, last_error FROM projection_checkpoints WHERE failures > 0"
-            ).fetchall()
-            assert not failing, failing
-            if all(seq == head for seq in checkpoints.values()):
-                return head
-            assert time.monotonic() < deadline, f"projections {checkpoints}, head {head}"
-            now = time.monotonic()
-            quiet_since = quiet_since or now
-            if now - quiet_since > 5:
-                print(f"projections {checkpoints} behind head {head}: running them")
-                run_projections(conn, ALL_PROJECTIONS)
-            time.sleep(0.2)
