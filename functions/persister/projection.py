@@ -111,8 +111,9 @@ def sort_block(block: JournalBlock) -> ProjectedEvents:
 
 
 class Projection(Protocol):
-    """One read model. ``apply`` runs inside a transaction and must raise on anything it cannot
-    apply exactly: the runner then rolls it back and keeps the checkpoint."""
+    """One read model, the table called ``name``. ``apply`` runs inside a transaction and must
+    raise on anything it cannot apply exactly: the runner then rolls it back and keeps the
+    checkpoint."""
 
     name: str
 
