@@ -39,30 +39,21 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
 import psycopg
 
+from bench.engine_service_bench import PG_ADMIN, fresh_database
 from cloudex import history
-from cloudex.klines import INTERVALS, bucket_start
+from cloudex.klines import INTERVALS, Bar
 from cloudex.messages import AnyCommand, Deposit
 from cloudex.views import kline_json
-from functions.migrate.runner import apply_migrations
 from functions.persister import handler as persister
+from functions.persister.read_models import fold_bars
 from localgw.sqs_event_source import LocalLambdaContext
 from tests.journal_factory import JournalFactory, sqs_events, trading_commands
 
-PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 DATABASE = "cloudex_bench_persister"
 KLINE_MARKET = "BTC_USDC"  # not traded by the journal: its candles are the year's alone
 YEAR_START_S = 1_735_689_600  # 2025-01-01 00:00:00 UTC
 MINUTES_PER_YEAR = 525_600
 WEEK_S = 7 * 86_400
-
-
-def fresh_database(name: str) -> str:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN.rpartition("/")[0] + f"/{name}"
-    apply_migrations(url)
-    return url
 
 
 def drop_database(name: str) -> None:
@@ -161,8 +152,8 @@ def bench_throughput(
 
 # -- 2. KLINES --------------------------------------------------------------------------------
 
-# [start, open, high, low, close, volume, quote_volume, trades, first_trade_id, last_trade_id]
-Bar = list[int]
+# Bars as the klines projection folds them (read_models.fold_bars): [start, open, high, low,
+# close, volume, quote_volume, trades, first_trade_id, last_trade_id].
 
 
 def year_of_minutes(rng: random.Random) -> list[Bar]:
@@ -201,29 +192,6 @@ def year_of_minutes(rng: random.Random) -> list[Bar]:
     return bars
 
 
-def coarser(bars: list[Bar], interval: str) -> list[Bar]:
-    """``bars`` (finer, in order, each inside one ``interval`` bucket) folded into
-    ``interval``, as the klines projection folds minutes."""
-    out: list[Bar] = []
-    current: Bar = []
-    for bar in bars:
-        start = bucket_start(bar[0], interval)
-        if not current or start != current[0]:
-            current = [start, *bar[1:]]
-            out.append(current)
-            continue
-        if bar[2] > current[2]:
-            current[2] = bar[2]
-        if bar[3] < current[3]:
-            current[3] = bar[3]
-        current[4] = bar[4]
-        current[5] += bar[5]
-        current[6] += bar[6]
-        current[7] += bar[7]
-        current[9] = bar[9]
-    return out
-
-
 # Each interval folded from a finer one whose buckets nest in it (all are aligned to the epoch,
 # weeks to a Monday, months to their first day: days nest in all three).
 _SOURCE = {
@@ -248,7 +216,7 @@ def load_year(url: str, seed: int) -> int:
     started = time.perf_counter()
     candles = {"1m": year_of_minutes(random.Random(seed))}
     for interval in INTERVALS[1:]:
-        candles[interval] = coarser(candles[_SOURCE[interval]], interval)
+        candles[interval] = fold_bars(candles[_SOURCE[interval]], interval)
     rows = sum(len(bars) for bars in candles.values())
     with psycopg.connect(url, autocommit=True) as conn:
         with conn.cursor().copy(

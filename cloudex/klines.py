@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-__all__ = ["INTERVALS", "INTERVAL_SECONDS", "bucket_start", "bucket_end", "is_interval"]
+__all__ = [
+    "INTERVALS",
+    "INTERVAL_SECONDS",
+    "Bar",
+    "bucket_start",
+    "bucket_end",
+    "is_interval",
+    "merge_bar",
+]
 
 _MINUTE = 60
 _HOUR = 3_600
@@ -35,6 +43,24 @@ INTERVAL_SECONDS: dict[str, int] = {
     "1w": 7 * _DAY,
 }
 INTERVALS: tuple[str, ...] = (*INTERVAL_SECONDS, "1month")
+
+
+# A candle being built: [start, open, high, low, close, volume, quote_volume, trades, ...]; the
+# engine's live candles and the persister's stored ones both use this layout (the persister
+# appends the first and last trade ids).
+Bar = list[int]
+
+
+def merge_bar(into: Bar, bar: Bar) -> None:
+    """Fold ``bar``, which comes after ``into`` in time, into ``into`` (fields 1..7)."""
+    if bar[2] > into[2]:
+        into[2] = bar[2]
+    if bar[3] < into[3]:
+        into[3] = bar[3]
+    into[4] = bar[4]
+    into[5] += bar[5]
+    into[6] += bar[6]
+    into[7] += bar[7]
 
 
 def is_interval(name: str) -> bool:

@@ -105,22 +105,18 @@ def trading_commands(
     the factory)."""
     if deposits:
         for account in range(1, accounts + 1):
-            yield Deposit(
-                id=f"d{next(_ids)}",
-                ts=0,
-                account=account,
-                asset="USDC",
-                amount=10_000_000 * 10**6,
-                reference=f"wire-{account}",
-            )
-            yield Deposit(
-                id=f"d{next(_ids)}",
-                ts=0,
-                account=account,
-                asset="SOL",
-                amount=100_000 * 10**9,
-                reference=f"chain-{account}",
-            )
+            for asset, amount, via in (
+                ("USDC", 10_000_000 * 10**6, "wire"),
+                ("SOL", 100_000 * 10**9, "chain"),
+            ):
+                yield Deposit(
+                    id=f"d{next(_ids)}",
+                    ts=0,
+                    account=account,
+                    asset=asset,
+                    amount=amount,
+                    reference=f"{via}-{account}",
+                )
     placed: list[tuple[int, int]] = []  # (account, order sequence number n)
     for n in range(orders):
         account = rng.randint(1, accounts)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from cloudex.klines import INTERVALS, bucket_start
+from cloudex.klines import INTERVALS, Bar, bucket_start, merge_bar
 from cloudex.messages import Candle, Ticker
 
 __all__ = ["MarketData", "MINUTES_PER_DAY"]
@@ -17,20 +17,6 @@ __all__ = ["MarketData", "MINUTES_PER_DAY"]
 MINUTES_PER_DAY = 1_440
 _MINUTE_US = 60_000_000
 _COARSE = INTERVALS[1:]
-
-# A bar is [start, open, high, low, close, volume, quote_volume, trades].
-Bar = list[int]
-
-
-def _merge(into: Bar, bar: Bar) -> None:
-    if bar[2] > into[2]:
-        into[2] = bar[2]
-    if bar[3] < into[3]:
-        into[3] = bar[3]
-    into[4] = bar[4]
-    into[5] += bar[5]
-    into[6] += bar[6]
-    into[7] += bar[7]
 
 
 class MarketData:
@@ -99,7 +85,7 @@ class MarketData:
             if bar is None or bar[0] != bucket:
                 coarse[interval] = [bucket, *minute[1:]]
             else:
-                _merge(bar, minute)
+                merge_bar(bar, minute)
 
     def candles(self, ts: int) -> list[Candle]:
         """Return the current candle of every interval that has trades, as of ``ts``.
@@ -118,7 +104,7 @@ class MarketData:
                 if current is None:
                     current = [bucket, *minute[1:]]
                 else:
-                    _merge(current, minute)
+                    merge_bar(current, minute)
             if current is not None:
                 out.append(Candle(interval, *current))
         return out

@@ -18,7 +18,7 @@ import msgspec
 import psycopg
 
 from cloudex.enums import OrderStatus
-from cloudex.klines import INTERVALS, bucket_start
+from cloudex.klines import INTERVALS, Bar, bucket_start, merge_bar
 from cloudex.messages import (
     MarketAdded,
     MarketFeesChanged,
@@ -443,9 +443,8 @@ class KlinesProjection:
             )
 
 
-# A bar: [start, open, high, low, close, volume, quote_volume, trades, first_trade_id,
-#         last_trade_id]
-Bar = list[int]
+# Bars here (cloudex.klines.Bar) end with the first and last trade ids: [start, open, high,
+# low, close, volume, quote_volume, trades, first_trade_id, last_trade_id].
 
 
 def candle_rows(trades: Sequence[TradeExecuted]) -> list[tuple[object, ...]]:
@@ -489,24 +488,23 @@ def candle_rows(trades: Sequence[TradeExecuted]) -> list[tuple[object, ...]]:
         bars = list(by_start.values())
         rows.extend((market, "1m", *bar) for bar in bars)
         for interval in _COARSE_INTERVALS:
-            coarse: dict[int, Bar] = {}
-            for bar in bars:
-                start = bucket_start(bar[0], interval)
-                into = coarse.get(start)
-                if into is None:
-                    coarse[start] = [start, *bar[1:]]
-                    continue
-                if bar[2] > into[2]:
-                    into[2] = bar[2]
-                if bar[3] < into[3]:
-                    into[3] = bar[3]
-                into[4] = bar[4]
-                into[5] += bar[5]
-                into[6] += bar[6]
-                into[7] += bar[7]
-                into[9] = bar[9]
-            rows.extend((market, interval, *bar) for bar in coarse.values())
+            rows.extend((market, interval, *bar) for bar in fold_bars(bars, interval))
     return rows
+
+
+def fold_bars(bars: Iterable[Bar], interval: str) -> list[Bar]:
+    """``bars`` (in time order, each inside one ``interval`` bucket) folded into the
+    ``interval`` candles they make, in order."""
+    coarse: dict[int, Bar] = {}
+    for bar in bars:
+        start = bucket_start(bar[0], interval)
+        into = coarse.get(start)
+        if into is None:
+            coarse[start] = [start, *bar[1:]]
+            continue
+        merge_bar(into, bar)
+        into[9] = bar[9]
+    return list(coarse.values())
 
 
 # In dependency order: fills read the markets table.
