@@ -21,9 +21,11 @@ __all__ = [
     "compile_market",
     "load_markets_config",
     "MAX_FEE_BPS",
+    "OPEN_ORDER_LIMIT",
 ]
 
 MAX_FEE_BPS = 1_000  # 10 %: anything higher is a typo, not a fee schedule
+OPEN_ORDER_LIMIT = 500  # resting orders per account, all markets together (the engine's default)
 _SYMBOL = re.compile(r"[A-Z0-9]{1,16}")
 _MARKET_SYMBOL = re.compile(r"[A-Z0-9]{1,16}_[A-Z0-9]{1,16}")
 

@@ -34,6 +34,7 @@ from cloudex.enums import (
 )
 from cloudex.markets import (
     MAX_FEE_BPS,
+    OPEN_ORDER_LIMIT,
     AssetSpec,
     MarketRules,
     MarketSpec,
@@ -98,7 +99,7 @@ _UNLOCK = BalanceReason.UNLOCK
 
 
 class EngineConfig(msgspec.Struct, frozen=True):
-    order_limit: int = 500  # open orders per account, all markets together
+    order_limit: int = OPEN_ORDER_LIMIT  # open orders per account, all markets together
     result_cache_size: int = 100_000  # command results remembered for exactly-once replies
     heartbeat_quiet_us: int = 1_000_000  # a book with no depth event for this long gets one
 

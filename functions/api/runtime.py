@@ -1,0 +1,166 @@
+"""What one API container keeps between invocations: settings, clients, short-lived caches.
+
+In Lambda a container runs one invocation at a time; the local gateway runs several containers
+as threads of one process, so what cannot be shared between concurrent requests (a PostgreSQL
+connection, a Redis subscription) is per thread, and the rest (the Redis pool, the boto3 client,
+the caches) is thread-safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import psycopg
+import redis
+from aws_lambda_powertools import Logger, Metrics, Tracer
+
+from cloudex import names
+from cloudex.cache import MarketEntry, decode_markets
+from cloudex.enums import MarketState
+from cloudex.markets import AssetSpec, MarketRules
+from functions.api.settings import ApiSettings
+
+__all__ = ["logger", "metrics", "tracer", "Markets", "ApiKey", "Runtime"]
+
+SERVICE = "api"
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace="Cloudex", service=SERVICE)
+tracer = Tracer(service=SERVICE)
+
+
+@dataclass(frozen=True, slots=True)
+class Markets:
+    """The markets as the engine last wrote them (``cx:markets``): specs with current state
+    and fees, compiled rules, and the assets they trade."""
+
+    entries: list[MarketEntry]
+    rules: dict[str, MarketRules]
+    assets: dict[str, AssetSpec]
+
+    @classmethod
+    def of(cls, entries: list[MarketEntry]) -> Markets:
+        rules = {entry.spec.symbol: entry.rules() for entry in entries}
+        assets: dict[str, AssetSpec] = {}
+        for entry in entries:
+            assets.setdefault(entry.base.symbol, entry.base)
+            assets.setdefault(entry.quote.symbol, entry.quote)
+        return cls(entries, rules, assets)
+
+    def state(self, symbol: str) -> MarketState:
+        return self.rules[symbol].spec.state
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    public_key: str
+    account: int
+    scope: str  # "read" or "trade"
+
+    @property
+    def can_trade(self) -> bool:
+        return self.scope == "trade"
+
+
+class Runtime:
+    def __init__(self, settings: ApiSettings, *, sqs: Any = None) -> None:
+        self.settings = settings
+        # Any: redis-py's types make every reply ``bytes | str``; ours are always bytes.
+        self.redis: Any = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+        )
+        # Endpoint from AWS_ENDPOINT_URL(_SQS) when set: LocalStack locally, SQS in AWS.
+        self.sqs = sqs if sqs is not None else boto3.client("sqs")
+        self._local = threading.local()
+        self._markets: tuple[float, Markets] | None = None
+        self._keys: dict[str, tuple[float, ApiKey | None]] = {}
+        self._lock = threading.Lock()
+
+    # -- CLOCK --------------------------------------------------------------------------------
+
+    @staticmethod
+    def now_ms() -> int:
+        return time.time_ns() // 1_000_000
+
+    # -- POSTGRESQL ---------------------------------------------------------------------------
+
+    def db(self) -> psycopg.Connection:
+        """This thread's connection, reopened when it broke (RDS Proxy and failovers drop
+        idle ones). Autocommit: every request only reads, or writes one statement."""
+        conn: psycopg.Connection | None = getattr(self._local, "db", None)
+        if conn is not None and (conn.closed or conn.broken):
+            conn.close()
+            conn = None
+        if conn is None:
+            conn = psycopg.connect(self.settings.database_url, autocommit=True, connect_timeout=5)
+            self._local.db = conn
+        return conn
+
+    # -- REDIS SUBSCRIPTION -------------------------------------------------------------------
+
+    def pubsub(self) -> Any:
+        """This thread's reply subscription connection (one SUBSCRIBE at a time)."""
+        pubsub = getattr(self._local, "pubsub", None)
+        if pubsub is None:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=False)
+            self._local.pubsub = pubsub
+        return pubsub
+
+    def drop_pubsub(self) -> None:
+        pubsub = getattr(self._local, "pubsub", None)
+        if pubsub is not None:
+            self._local.pubsub = None
+            with contextlib.suppress(redis.RedisError):
+                pubsub.close()
+
+    # -- MARKETS ------------------------------------------------------------------------------
+
+    def markets(self) -> Markets:
+        cached = self._markets
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.settings.markets_cache_ttl_s:
+            return cached[1]
+        data = self.redis.get(names.markets_key())
+        markets = Markets.of(decode_markets(data) if data else [])
+        self._markets = (now, markets)
+        return markets
+
+    # -- API KEYS -----------------------------------------------------------------------------
+
+    def api_key(self, public_key: str) -> ApiKey | None:
+        """The live key, or ``None`` (unknown or revoked); cached per container for
+        ``key_cache_ttl_s``, misses too, which bounds how late a revocation takes effect."""
+        now = time.monotonic()
+        cached = self._keys.get(public_key)
+        if cached is not None and now - cached[0] < self.settings.key_cache_ttl_s:
+            return cached[1]
+        row = (
+            self.db()
+            .execute(
+                "SELECT account_id, scope FROM api_keys "
+                "WHERE public_key = %s AND revoked_at IS NULL",
+                (public_key,),
+            )
+            .fetchone()
+        )
+        key = None if row is None else ApiKey(public_key, int(row[0]), str(row[1]))
+        with self._lock:
+            if len(self._keys) > 100_000:  # garbage keys must not grow the cache forever
+                self._keys.clear()
+            self._keys[public_key] = (now, key)
+        return key
+
+    def forget_key(self, public_key: str) -> None:
+        with self._lock:
+            self._keys.pop(public_key, None)
+
+    def close(self) -> None:
+        self.drop_pubsub()
+        conn = getattr(self._local, "db", None)
+        if conn is not None:
+            conn.close()
+        self.redis.close()
