@@ -16,6 +16,7 @@ import psycopg
 from fastapi import APIRouter, Depends, Path, Request
 
 from cloudex import names, signing
+from cloudex.cache import decode_balance
 from cloudex.enums import ErrorCode, MarketState
 from cloudex.messages import (
     Command,
@@ -35,6 +36,7 @@ from functions.api.models import (
     MarketFeesRequest,
     MarketStateRequest,
     RegisterKeyRequest,
+    RevokeKeyRequest,
     TransferRequest,
 )
 from functions.api.orders import market_rules
@@ -160,12 +162,10 @@ async def register_key(
 
 
 @router.post("/keys/revoke")
-async def revoke_key(runtime: RuntimeDep, caller: Admin, body: dict[str, str]) -> Any:
+async def revoke_key(runtime: RuntimeDep, caller: Admin, body: RevokeKeyRequest) -> Any:
     """Revoke a key. Takes effect at once in this container and within ``KEY_CACHE_TTL_S``
     (5 s by default) everywhere: the bound of every container's key cache."""
-    public_key = body.get("publicKey")
-    if not isinstance(public_key, str) or set(body) != {"publicKey"}:
-        raise ApiError(ErrorCode.INVALID_CLIENT_REQUEST, 'Body must be {"publicKey": ...}')
+    public_key = body.publicKey
     row = (
         runtime.db()
         .execute(
@@ -216,8 +216,6 @@ def _transfer(runtime: Runtime, caller: str, body: TransferRequest, kind: str) -
     available, locked = 0, 0
     balance = runtime.redis.hget(names.balances_key(body.account), body.asset)
     if balance is not None:
-        from cloudex.cache import decode_balance
-
         available, locked = decode_balance(balance)
     logger.info(kind, extra={"account": body.account, "asset": body.asset, "caller": caller})
     return json_response(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from fastapi import FastAPI
 from mangum import Mangum
@@ -12,7 +13,7 @@ from mangum import Mangum
 from functions.api import admin, errors, private, public
 from functions.api.encoding import JsonResponse
 from functions.api.ratelimit import RateLimiter
-from functions.api.runtime import Runtime, logger, metrics, tracer
+from functions.api.runtime import METRICS_NAMESPACE, SERVICE, Runtime, logger, tracer
 from functions.api.settings import ApiSettings
 from functions.api.timing import ServerTimingMiddleware
 
@@ -56,14 +57,34 @@ def make_handler(settings: ApiSettings, **runtime_options: Any) -> Any:
     the deployed function's, a test's, the local gateway's."""
     asgi = Mangum(create_app(Runtime(settings, **runtime_options)), lifespan="off")
 
-    @metrics.log_metrics
     @logger.inject_lambda_context(clear_state=True)
     @tracer.capture_lambda_handler(capture_response=False)
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        response: dict[str, Any] = asgi(event, context)  # type: ignore[arg-type]
-        metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
-        if response.get("statusCode", 500) >= 500:
-            metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=1)
-        return response
+        metrics = _metrics()
+        try:
+            response: dict[str, Any] = asgi(event, context)  # type: ignore[arg-type]
+            status = int(response.get("statusCode", 500))
+            metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+            if status == 429:
+                metrics.add_metric(name="RateLimited", unit=MetricUnit.Count, value=1)
+            if status >= 500:
+                metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=1)
+            return response
+        finally:
+            metrics.flush_metrics(raise_on_empty_metrics=False)
 
     return handler
+
+
+_local = threading.local()
+
+
+def _metrics() -> EphemeralMetrics:
+    """This container's metrics. Ephemeral and per thread, because the local gateway runs
+    containers as threads of one process and Powertools' ``Metrics`` shares its buffer
+    between instances."""
+    metrics: EphemeralMetrics | None = getattr(_local, "metrics", None)
+    if metrics is None:
+        metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=SERVICE)
+        _local.metrics = metrics
+    return metrics

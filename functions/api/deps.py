@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
 
 from functions.api.auth import SignedRequest, authenticate, source_ip
 from functions.api.errors import ApiError
@@ -50,11 +51,46 @@ async def _signed(request: Request, *, trade: bool) -> SignedRequest:
     return signed
 
 
-async def reader(request: Request) -> SignedRequest:
+# Declared so the OpenAPI document shows how private endpoints are signed; the checks are
+# authenticate()'s (auto_error=False: a missing header is its UNAUTHORIZED, not FastAPI's 403).
+_KEY = APIKeyHeader(
+    name="X-API-Key",
+    scheme_name="X-API-Key",
+    auto_error=False,
+    description="base64 Ed25519 public key",
+)
+_SIGNATURE = APIKeyHeader(
+    name="X-Signature",
+    scheme_name="X-Signature",
+    auto_error=False,
+    description="base64 Ed25519 signature of the request (Backpack's signing string)",
+)
+_TIMESTAMP = APIKeyHeader(
+    name="X-Timestamp", scheme_name="X-Timestamp", auto_error=False, description="ms since epoch"
+)
+_WINDOW = APIKeyHeader(
+    name="X-Window", scheme_name="X-Window", auto_error=False, description="ms, at most 60000"
+)
+_Documented = (Security(_KEY), Security(_SIGNATURE), Security(_TIMESTAMP), Security(_WINDOW))
+
+
+async def reader(
+    request: Request,
+    _key: str | None = _Documented[0],
+    _signature: str | None = _Documented[1],
+    _timestamp: str | None = _Documented[2],
+    _window: str | None = _Documented[3],
+) -> SignedRequest:
     return await _signed(request, trade=False)
 
 
-async def trader(request: Request) -> SignedRequest:
+async def trader(
+    request: Request,
+    _key: str | None = _Documented[0],
+    _signature: str | None = _Documented[1],
+    _timestamp: str | None = _Documented[2],
+    _window: str | None = _Documented[3],
+) -> SignedRequest:
     return await _signed(request, trade=True)
 
 

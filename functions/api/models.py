@@ -18,6 +18,7 @@ __all__ = [
     "CancelAllRequest",
     "CreateAccountRequest",
     "RegisterKeyRequest",
+    "RevokeKeyRequest",
     "TransferRequest",
     "MarketStateRequest",
     "MarketFeesRequest",
@@ -70,6 +71,10 @@ class RegisterKeyRequest(_Strict):
     publicKey: str = Field(max_length=64, description="base64 of a 32-byte Ed25519 public key")
     scope: Literal["read", "trade"]
     label: str = Field(default="", max_length=200)
+
+
+class RevokeKeyRequest(_Strict):
+    publicKey: str = Field(max_length=64)
 
 
 class TransferRequest(_Strict):

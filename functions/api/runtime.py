@@ -9,6 +9,7 @@ the caches) is thread-safe.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 import boto3
 import psycopg
 import redis
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Tracer
 
 from cloudex import names
 from cloudex.cache import MarketEntry, decode_markets
@@ -25,11 +26,11 @@ from cloudex.enums import MarketState
 from cloudex.markets import AssetSpec, MarketRules
 from functions.api.settings import ApiSettings
 
-__all__ = ["logger", "metrics", "tracer", "Markets", "ApiKey", "Runtime"]
+__all__ = ["SERVICE", "METRICS_NAMESPACE", "logger", "tracer", "Markets", "ApiKey", "Runtime"]
 
-SERVICE = "api"
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "api")
+METRICS_NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Cloudex")
 logger = Logger(service=SERVICE)
-metrics = Metrics(namespace="Cloudex", service=SERVICE)
 tracer = Tracer(service=SERVICE)
 
 

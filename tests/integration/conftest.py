@@ -192,3 +192,30 @@ def empty_database_url() -> Iterator[str]:
     _admin(f'CREATE DATABASE "{name}"')
     yield _database_url(name)
     _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- THE REST API (tests/integration/api_support.py) --------------------------------------------
+
+API_REDIS_URL = os.environ.get("CLOUDEX_TEST_API_REDIS_URL", "redis://127.0.0.1:6379/10")
+
+
+@pytest.fixture(scope="module")
+def api_stack(
+    database_template: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[object]:
+    """A whole running API per test module (engine, persister, gateway: ~2 s to start), on its
+    own database and Redis database 10. Tests in a module share it: give each its own
+    accounts (``api_stack.new_trader``)."""
+    from tests.integration.api_support import ApiStack
+
+    name = f"cloudex_api_{uuid.uuid4().hex[:12]}"
+    _admin(f'CREATE DATABASE "{name}" TEMPLATE "{database_template}"')
+    client = redis.Redis.from_url(API_REDIS_URL)
+    client.flushdb()
+    client.close()
+    stack = ApiStack(_database_url(name), API_REDIS_URL, tmp_path_factory.mktemp("api"))
+    try:
+        yield stack.start()
+    finally:
+        stack.close()
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

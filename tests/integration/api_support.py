@@ -1,0 +1,173 @@
+"""A running Cloudex REST API for tests and benchmarks: queues, persister, engine, the API
+Lambda handler, and the local gateway serving it over HTTP; plus the clients that talk to it
+(signed HTTP, the admin API, ccxt's ``backpack`` class).
+
+Everything is real: LocalStack SQS, Redis, PostgreSQL, the engine process, HTTP.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import requests
+
+from cloudex import names, signing
+from functions.api.app import make_handler
+from functions.api.settings import ApiSettings
+from localgw.rest import RestGateway
+from tests.integration.engine_support import EngineStack
+
+__all__ = ["Trader", "ApiStack"]
+
+
+@dataclass(frozen=True)
+class Trader:
+    account: int
+    api_key: str
+    secret: str
+
+
+@dataclass
+class ApiStack:
+    """Start with :meth:`start`; ``url`` is the gateway's base URL (no trailing slash)."""
+
+    database_url: str
+    redis_url: str
+    log_dir: Path
+    settings_overrides: dict[str, Any] = field(default_factory=dict)
+    engine_overrides: dict[str, str] = field(default_factory=dict)
+    workers: int = 8
+    admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    engines: EngineStack | None = None
+    gateway: RestGateway | None = None
+    handler: Any = None
+    settings: ApiSettings | None = None
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def start(self) -> ApiStack:
+        sqs = boto3.client("sqs")
+        self.engines = EngineStack(sqs, self.database_url, self.redis_url, self.log_dir)
+        self.engines.start_persister()
+        self.engines.start_engine(**self.engine_overrides).wait_state("running")
+        self.wait_heartbeat()
+        self.settings = ApiSettings(
+            orders_queue_url=self.engines.orders_url,
+            redis_url=self.redis_url,
+            database_url=self.database_url,
+            **self.settings_overrides,
+        )
+        self.handler = make_handler(self.settings, sqs=sqs)
+        self.gateway = RestGateway(
+            self.handler, workers=self.workers, admin_token=self.admin_token
+        ).start()
+        return self
+
+    def wait_heartbeat(self, timeout_s: float = 10.0) -> None:
+        """Until the engine's first heartbeat: before it the API answers MAINTENANCE."""
+        assert self.engines is not None
+        deadline = time.monotonic() + timeout_s
+        while self.engines.redis.get(names.heartbeat_key()) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no engine heartbeat")
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        if self.gateway is not None:
+            self.gateway.stop()
+        if self.engines is not None:
+            self.engines.close()
+        self.session.close()
+
+    @property
+    def url(self) -> str:
+        assert self.gateway is not None
+        return self.gateway.url
+
+    # -- ADMIN --------------------------------------------------------------------------------
+
+    def admin(self, method: str, path: str, body: Any = None) -> requests.Response:
+        return self.session.request(
+            method,
+            self.url + path,
+            json=body,
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+            timeout=30,
+        )
+
+    def new_trader(
+        self, funds: dict[str, str] | None = None, *, scope: str = "trade", label: str = ""
+    ) -> Trader:
+        """An account with a key of ``scope`` and ``funds`` deposited (``{"USDC": "1000"}``)."""
+        created = self.admin("POST", "/admin/v1/accounts", {"label": label})
+        assert created.status_code == 201, created.text
+        account = created.json()["accountId"]
+        api_key, secret = signing.generate_keypair()
+        registered = self.admin(
+            "POST", f"/admin/v1/accounts/{account}/keys", {"publicKey": api_key, "scope": scope}
+        )
+        assert registered.status_code == 201, registered.text
+        for asset, amount in (funds or {}).items():
+            self.deposit(account, asset, amount)
+        return Trader(account, api_key, secret)
+
+    def deposit(self, account: int, asset: str, amount: str) -> dict[str, Any]:
+        response = self.admin(
+            "POST",
+            "/admin/v1/deposits",
+            {
+                "account": account,
+                "asset": asset,
+                "amount": amount,
+                "reason": "test funding",
+                "idempotencyKey": uuid.uuid4().hex,
+            },
+        )
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    # -- SIGNED REQUESTS ----------------------------------------------------------------------
+
+    def signed(
+        self,
+        trader: Trader,
+        method: str,
+        path: str,
+        params: Any = None,
+        *,
+        timestamp_ms: int | None = None,
+        window_ms: int = 5_000,
+    ) -> requests.Response:
+        """A request signed as ccxt signs it: GET params in the query, others a JSON body."""
+        headers = signing.signed_headers(
+            trader.api_key,
+            trader.secret,
+            method,
+            path,
+            params or {},
+            timestamp_ms=timestamp_ms,
+            window_ms=window_ms,
+        )
+        if method == "GET":
+            return self.session.get(self.url + path, params=params, headers=headers, timeout=30)
+        return self.session.request(
+            method, self.url + path, json=params, headers=headers, timeout=30
+        )
+
+    # -- CCXT ---------------------------------------------------------------------------------
+
+    def ccxt(self, trader: Trader | None = None) -> Any:
+        """ccxt's own ``backpack`` class with only the URLs changed (contract §0)."""
+        import ccxt
+
+        options: dict[str, Any] = {}
+        if trader is not None:
+            options = {"apiKey": trader.api_key, "secret": trader.secret}
+        exchange = ccxt.backpack(options)
+        exchange.urls["api"] = {"public": self.url, "private": self.url}
+        return exchange
