@@ -56,7 +56,7 @@ from cloudex.enums import (
     Side,
     TimeInForce,
 )
-from cloudex.klines import INTERVAL_SECONDS, INTERVALS, bucket_end, is_interval
+from cloudex.klines import INTERVAL_SECONDS, INTERVALS, SECOND, bucket_end, is_interval
 from cloudex.markets import AssetSpec, MarketRules, MarketSpec, compile_market
 from cloudex.messages import Candle, OrderView, TradeExecuted
 from cloudex.views import Json, fill_json, order_json, public_trade_json
@@ -290,6 +290,25 @@ WHERE market = %(market)s AND interval = %(interval)s AND start >= %(start)s AND
 ORDER BY start LIMIT %(limit)s
 """
 
+# Seconds are not stored (the persister keeps 1m and up): "1s" candles are folded from the
+# trades themselves, through trades_market_ts, over at most MAX_KLINES seconds.
+_KLINES_1S_SHAPED = """
+WITH bars AS (
+    SELECT ts - ts %% 1000000 AS start,
+           (array_agg(price ORDER BY ts, trade_id))[1] AS open, max(price) AS high,
+           min(price) AS low, (array_agg(price ORDER BY ts DESC, trade_id DESC))[1] AS close,
+           sum(quantity) AS volume, sum(quote_quantity) AS quote_volume, count(*) AS trades
+    FROM trades
+    WHERE market = %(market)s AND ts >= %(start)s AND ts < %(end)s
+    GROUP BY 1
+)
+SELECT start, concat_ws(',', open * %(tick)s::numeric, high * %(tick)s::numeric,
+                        low * %(tick)s::numeric, close * %(tick)s::numeric,
+                        volume * %(step)s::numeric,
+                        round(quote_volume * %(atom)s::numeric, %(quote_decimals)s), trades)
+FROM bars ORDER BY start
+"""
+
 _HOUR_MINUTE: tuple[str, ...] = tuple(f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60))
 _SECOND: tuple[str, ...] = tuple(f"{s:02d}" for s in range(60))
 
@@ -308,14 +327,18 @@ def klines(
     at most :data:`MAX_KLINES` (the first ones), each exactly
     :func:`~cloudex.views.kline_json`.
 
-    ``interval`` is a Backpack name (``1m`` .. ``1w``, ``1month``; ccxt sends ``1month`` for
-    ``1M``). ``start_s == end_s`` is an empty range.
+    ``interval`` is a Backpack name (``1s``, ``1m`` .. ``1w``, ``1month``; ccxt sends
+    ``1month`` for ``1M``). ``start_s == end_s`` is an empty range.
     """
-    _check_interval(interval)
+    seconds = interval == SECOND
+    if not seconds:
+        _check_interval(interval)
     _check_range(start_s, end_s, "s", MAX_TIME_S)
+    if seconds:
+        end_s = min(end_s, start_s + MAX_KLINES)
     quote_decimals = rules.quote.decimals
     rows = conn.execute(
-        _KLINES_SHAPED,
+        _KLINES_1S_SHAPED if seconds else _KLINES_SHAPED,
         {
             "tick": str(rules.tick),
             "step": str(rules.step),
@@ -333,7 +356,7 @@ def klines(
     # Times as kline_json writes them ("YYYY-MM-DD HH:MM:SS", UTC), without a gmtime per
     # candle: rows are in time order, so the date is written once per day, and a candle's start
     # is usually the previous one's end.
-    length_s = INTERVAL_SECONDS.get(interval)  # None: 1month, whose length varies
+    length_s = 1 if seconds else INTERVAL_SECONDS.get(interval)  # None: 1month (it varies)
     hour_minute = _HOUR_MINUTE
     second = _SECOND
     day = -1

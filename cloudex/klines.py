@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 __all__ = [
     "INTERVALS",
     "INTERVAL_SECONDS",
+    "SECOND",
     "Bar",
     "bucket_start",
     "bucket_end",
@@ -43,6 +44,9 @@ INTERVAL_SECONDS: dict[str, int] = {
     "1w": 7 * _DAY,
 }
 INTERVALS: tuple[str, ...] = (*INTERVAL_SECONDS, "1month")
+# Served (folded from trades on request, cloudex.history) but neither kept live by the engine
+# nor stored by the persister: a candle a second per market would cost more than it serves.
+SECOND = "1s"
 
 
 # A candle being built: [start, open, high, low, close, volume, quote_volume, trades, ...]; the
@@ -73,7 +77,7 @@ def bucket_start(ts_us: int, interval: str) -> int:
         moment = datetime.fromtimestamp(ts_us // _US, UTC)
         first = datetime(moment.year, moment.month, 1, tzinfo=UTC)
         return int(first.timestamp()) * _US
-    length = INTERVAL_SECONDS[interval] * _US
+    length = _US if interval == SECOND else INTERVAL_SECONDS[interval] * _US
     if interval == "1w":
         return ts_us - (ts_us - _MONDAY_OFFSET_US) % length
     return ts_us - ts_us % length
@@ -87,4 +91,4 @@ def bucket_end(start_us: int, interval: str) -> int:
             (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
         )
         return int(datetime(year, month, 1, tzinfo=UTC).timestamp()) * _US
-    return start_us + INTERVAL_SECONDS[interval] * _US
+    return start_us + (_US if interval == SECOND else INTERVAL_SECONDS[interval] * _US)

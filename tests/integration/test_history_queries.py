@@ -29,7 +29,7 @@ from cloudex.history import (
     UnknownMarket,
 )
 from cloudex.journal import JournalBlock, decode_journal_message
-from cloudex.klines import INTERVALS, bucket_start
+from cloudex.klines import INTERVALS, SECOND, bucket_start
 from cloudex.markets import AssetSpec, MarketRules, MarketSpec, compile_market
 from cloudex.messages import (
     Candle,
@@ -344,6 +344,27 @@ def test_klines_are_the_trades_candles(journal: Journal, conn: psycopg.Connectio
         assert history.klines(conn, rules[market], "1h", first_s - 7200, first_s - 3600) == []
 
 
+def test_second_klines_are_folded_from_the_trades(
+    journal: Journal, conn: psycopg.Connection
+) -> None:
+    rules = history.market_rules(conn)
+    for market in MARKETS:
+        trades = [t for t in journal.trades if t.market == market]
+        expected = reference_candles(trades, SECOND)
+        assert len(expected) > 1
+        first_s = expected[0].start // 1_000_000
+        got = history.klines(conn, rules[market], SECOND, first_s, first_s + 3_600)
+        assert got == [
+            kline_json(rules[market], c) for c in expected if c.start // 1_000_000 < first_s + 3_600
+        ]
+        # At most MAX_KLINES seconds, from startTime.
+        wide = history.klines(conn, rules[market], SECOND, first_s, first_s + 10**9)
+        last_allowed = first_s + history.MAX_KLINES
+        assert wide == [
+            kline_json(rules[market], c) for c in expected if c.start // 1_000_000 < last_allowed
+        ]
+
+
 def test_shaped_klines_equal_kline_json(database_url: str) -> None:
     """The SQL-formatted klines equal views.kline_json for every interval and every kind of
     increment: ticks of 0.01, 0.1 and 0.05, steps finer and coarser than the asset's atom, an
@@ -424,11 +445,14 @@ def test_bad_arguments_are_refused(database_url: str) -> None:
                 history.fill_history(conn, 1, rules, limit=limit, offset=offset)
         assert history.recent_trades(conn, sol, limit=MAX_LIMIT, offset=MAX_OFFSET) == []
 
-        for interval in ("1s", "2m", "1M", "", "1MONTH"):
+        for interval in ("2m", "1M", "", "1MONTH", "1S"):
             with pytest.raises(InvalidInterval, match="unknown interval"):
                 history.klines(conn, sol, interval, 0, 60)
             with pytest.raises(InvalidInterval):
                 history.kline_candles(conn, "SOL_USDC", interval, 0, 60)
+        # 1s candles are folded from trades on request, never stored.
+        with pytest.raises(InvalidInterval):
+            history.kline_candles(conn, "SOL_USDC", "1s", 0, 60)
         for start, end in ((61, 60), (-60, 60), (0, history.MAX_TIME_S + 1)):
             with pytest.raises(InvalidTimeRange):
                 history.klines(conn, sol, "1m", start, end)
@@ -562,6 +586,12 @@ def test_every_query_uses_an_index(database_url: str) -> None:
             {"klines"},
             {"klines_pkey"},
             lambda c: history.klines(c, rules["SOL_USDC"], "1m", 1_764_000_000, 1_764_604_800),
+        ),
+        (
+            "1s klines folded from the trades of a day",
+            {"trades"},
+            trades_index,
+            lambda c: history.klines(c, rules["SOL_USDC"], "1s", 1_764_000_000, 1_764_086_400),
         ),
         (
             "candles",
