@@ -11,7 +11,7 @@ block of many events stays small. :func:`encode` / the ``decode_*`` helpers are 
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Annotated, Union
 
 import msgspec
 
@@ -66,6 +66,11 @@ __all__ = [
 
 # -- COMMANDS ---------------------------------------------------------------------------------
 
+# Every integer a command carries must fit the signed 64 bits of the journal and the caches:
+# checked when a command is decoded, so an out-of-range one is a malformed command, answered
+# and dropped, never one the engine accepts and then cannot journal.
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
 
 class Command(msgspec.Struct, tag=True, array_like=True, kw_only=True, gc=False):
     """Base of every command.
@@ -76,51 +81,51 @@ class Command(msgspec.Struct, tag=True, array_like=True, kw_only=True, gc=False)
     """
 
     id: str
-    ts: int
-    deadline: int | None = None
+    ts: Int64
+    deadline: Int64 | None = None
 
 
 class Deposit(Command, kw_only=True):
-    account: int
+    account: Int64
     asset: str
-    amount: int
+    amount: Int64
     reference: str = ""
 
 
 class Withdraw(Command, kw_only=True):
-    account: int
+    account: Int64
     asset: str
-    amount: int
+    amount: Int64
     reference: str = ""
 
 
 class PlaceOrder(Command, kw_only=True):
     """Place a Limit (price, quantity) or Market (quantity or quote_quantity) order."""
 
-    account: int
+    account: Int64
     market: str
     side: Side
     order_type: OrderType
-    quantity: int | None = None
-    price: int | None = None
-    quote_quantity: int | None = None
+    quantity: Int64 | None = None
+    price: Int64 | None = None
+    quote_quantity: Int64 | None = None
     time_in_force: TimeInForce = TimeInForce.GTC
     post_only: bool = False
-    client_id: int | None = None
+    client_id: Int64 | None = None
     self_trade_prevention: SelfTradePrevention = SelfTradePrevention.REJECT_TAKER
 
 
 class CancelOrder(Command, kw_only=True):
     """Cancel one open order, by ``order_id`` or ``client_id`` (if both, they must agree)."""
 
-    account: int
+    account: Int64
     market: str
-    order_id: int | None = None
-    client_id: int | None = None
+    order_id: Int64 | None = None
+    client_id: Int64 | None = None
 
 
 class CancelAllOrders(Command, kw_only=True):
-    account: int
+    account: Int64
     market: str
 
 
@@ -132,8 +137,8 @@ class AddMarket(Command, kw_only=True):
 
 class SetMarketFees(Command, kw_only=True):
     market: str
-    maker_fee_bps: int
-    taker_fee_bps: int
+    maker_fee_bps: Int64
+    taker_fee_bps: Int64
 
 
 class SetMarketState(Command, kw_only=True):

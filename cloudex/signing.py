@@ -111,6 +111,8 @@ def signing_payload(
     if not params:
         # ccxt would sign "" for an empty batch; no request can be authorised by that.
         raise SignatureError("an empty batch cannot be signed")
+    if not all(isinstance(order, Mapping) for order in params):
+        raise SignatureError("a batch can only hold objects")
     # Unlike the single form, ccxt keeps "&" after an element even when it has no keys.
     parts = (f"instruction={instruction}&{_query(order, encoded)}&" for order in params)
     return "".join(parts) + tail

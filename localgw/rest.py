@@ -599,7 +599,7 @@ class RestGateway:
         self._shutdown = asyncio.Event()
         # The body limit is checked by this app, which answers API Gateway's 413.
         app = web.Application(client_max_size=self.max_body_bytes)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self._handle)
         # API Gateway (without content encoding enabled) passes a compressed body on as it is.
         runner = web.AppRunner(
             app,

@@ -10,17 +10,18 @@ exactly-once ids from the caller's ``idempotencyKey``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import psycopg
 from fastapi import APIRouter, Depends, Path, Request
+from psycopg.types.json import Jsonb
 
 from cloudex import names, signing
 from cloudex.cache import decode_balance
 from cloudex.enums import ErrorCode, MarketState
 from cloudex.messages import (
     Command,
-    CommandResult,
     Deposit,
     SetMarketFees,
     SetMarketState,
@@ -39,7 +40,7 @@ from functions.api.models import (
     RevokeKeyRequest,
     TransferRequest,
 )
-from functions.api.orders import market_rules
+from functions.api.orders import MAX_AMOUNT, market_rules
 from functions.api.runtime import Runtime, logger
 
 __all__ = ["router", "caller_arn"]
@@ -64,14 +65,53 @@ router = APIRouter(prefix="/admin/v1", tags=["admin"])
 AccountId = Annotated[int, Path(ge=1, le=2**62)]
 
 
-def _command_id(kind: str, idempotency_key: str) -> str:
-    return "admin-" + hashlib.sha256(f"{kind}|{idempotency_key}".encode()).hexdigest()[:32]
+def _command_id(idempotency_key: str) -> str:
+    return "admin-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
 
 
-def _run(runtime: Runtime, command: Command, group: str) -> CommandResult:
+def _once(
+    runtime: Runtime,
+    caller: str,
+    idempotency_key: str,
+    kind: str,
+    request: dict[str, Any],
+    command: Command,
+    group: str,
+    answer: Callable[[], dict[str, Any]],
+) -> Any:
+    """Run ``command`` once per idempotency key: record the key with the request first; a
+    retry (same key, same request) gets the recorded answer, or, when the first attempt never
+    got one, sends the same command again (same id: the engine answers a repeat from its result
+    cache); the key reused for another request is refused."""
+    conn = runtime.db()
+    created = conn.execute(
+        "INSERT INTO admin_operations (idempotency_key, kind, request, command_id, caller) "
+        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1",
+        (idempotency_key, kind, Jsonb(request), command.id, caller),
+    ).fetchone()
+    if created is None:
+        row = conn.execute(
+            "SELECT kind, request, response FROM admin_operations WHERE idempotency_key = %s",
+            (idempotency_key,),
+        ).fetchone()
+        assert row is not None  # operations are never deleted
+        if (row[0], row[1]) != (kind, request):
+            raise ApiError(
+                ErrorCode.INVALID_CLIENT_REQUEST,
+                "This idempotencyKey was used for a different request",
+                status=409,
+            )
+        if row[2] is not None:
+            return json_response({**row[2], "duplicate": True})
     (result,) = CommandGateway(runtime).execute([command], group)
     raise_for_result(result)
-    return result
+    body = {"commandId": command.id, **answer()}
+    conn.execute(
+        "UPDATE admin_operations SET response = %s WHERE idempotency_key = %s",
+        (Jsonb(body), idempotency_key),
+    )
+    logger.info(kind, extra={"caller": caller, **request})
+    return json_response({**body, "duplicate": created is None or result.duplicate})
 
 
 def _account_exists(runtime: Runtime, account: int) -> bool:
@@ -202,9 +242,11 @@ def _transfer(runtime: Runtime, caller: str, body: TransferRequest, kind: str) -
         amount = asset.atom.parse(body.amount)
     except MoneyError as exc:
         raise ApiError(ErrorCode.INVALID_QUANTITY, f"Invalid amount: {exc}") from None
+    if amount > MAX_AMOUNT:
+        raise ApiError(ErrorCode.INVALID_QUANTITY, f"Invalid amount: {body.amount} is out of range")
     command_type = Deposit if kind == "deposit" else Withdraw
     command = command_type(
-        id=_command_id(kind, body.idempotencyKey),
+        id=_command_id(body.idempotencyKey),
         ts=0,
         deadline=(runtime.now_ms() + runtime.settings.max_window_ms) * 1_000,
         account=body.account,
@@ -212,16 +254,14 @@ def _transfer(runtime: Runtime, caller: str, body: TransferRequest, kind: str) -
         amount=amount,
         reference=body.reason,
     )
-    result = _run(runtime, command, str(body.account))
-    available, locked = 0, 0
-    balance = runtime.redis.hget(names.balances_key(body.account), body.asset)
-    if balance is not None:
-        available, locked = decode_balance(balance)
-    logger.info(kind, extra={"account": body.account, "asset": body.asset, "caller": caller})
-    return json_response(
-        {
-            "commandId": command.id,
-            "duplicate": result.duplicate,
+    request = body.model_dump(exclude={"idempotencyKey"})
+
+    def answer() -> dict[str, Any]:
+        available, locked = 0, 0
+        balance = runtime.redis.hget(names.balances_key(body.account), body.asset)
+        if balance is not None:
+            available, locked = decode_balance(balance)
+        return {
             "accountId": body.account,
             "asset": body.asset,
             "amount": asset.atom.format(amount),
@@ -229,6 +269,9 @@ def _transfer(runtime: Runtime, caller: str, body: TransferRequest, kind: str) -
             "available": asset.atom.format(available),
             "locked": asset.atom.format(locked),
         }
+
+    return _once(
+        runtime, caller, body.idempotencyKey, kind, request, command, str(body.account), answer
     )
 
 
@@ -253,21 +296,13 @@ async def market_state(
 ) -> Any:
     market_rules(runtime.markets(), symbol)
     command = SetMarketState(
-        id=_command_id(f"state|{symbol}", body.idempotencyKey),
-        ts=0,
-        market=symbol,
-        state=MarketState(body.state),
+        id=_command_id(body.idempotencyKey), ts=0, market=symbol, state=MarketState(body.state)
     )
-    result = _run(runtime, command, "admin")
-    logger.info("market state", extra={"market": symbol, "state": body.state, "caller": caller})
-    return json_response(
-        {
-            "symbol": symbol,
-            "state": body.state,
-            "commandId": command.id,
-            "duplicate": result.duplicate,
-        }
-    )
+    request = {"symbol": symbol, "state": body.state}
+    return _once(
+        runtime, caller, body.idempotencyKey, "market_state", request, command, "admin",
+        lambda: dict(request),
+    )  # fmt: skip
 
 
 @router.post("/markets/{symbol}/fees")
@@ -276,20 +311,14 @@ async def market_fees(
 ) -> Any:
     market_rules(runtime.markets(), symbol)
     command = SetMarketFees(
-        id=_command_id(f"fees|{symbol}", body.idempotencyKey),
+        id=_command_id(body.idempotencyKey),
         ts=0,
         market=symbol,
         maker_fee_bps=body.makerFeeBps,
         taker_fee_bps=body.takerFeeBps,
     )
-    result = _run(runtime, command, "admin")
-    logger.info("market fees", extra={"market": symbol, "caller": caller})
-    return json_response(
-        {
-            "symbol": symbol,
-            "makerFeeBps": body.makerFeeBps,
-            "takerFeeBps": body.takerFeeBps,
-            "commandId": command.id,
-            "duplicate": result.duplicate,
-        }
-    )
+    request = {"symbol": symbol, "makerFeeBps": body.makerFeeBps, "takerFeeBps": body.takerFeeBps}
+    return _once(
+        runtime, caller, body.idempotencyKey, "market_fees", request, command, "admin",
+        lambda: dict(request),
+    )  # fmt: skip

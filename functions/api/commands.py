@@ -78,8 +78,9 @@ class CommandGateway:
         pipe.mget([names.result_key(command_id) for command_id in ids])
         pipe.get(names.heartbeat_key())
         stored, heartbeat = pipe.execute()
+        # Found before sending: the answer to an earlier send of the same command.
         results = {
-            command_id: decode_result(value)
+            command_id: msgspec.structs.replace(decode_result(value), duplicate=check_engine)
             for command_id, value in zip(ids, stored, strict=True)
             if value is not None
         }
@@ -130,8 +131,10 @@ class CommandGateway:
             if still:
                 raise ApiError(
                     ErrorCode.TIMEOUT,
-                    "No answer from the matching engine in time. The outcome is final once "
-                    "the request's window has passed: resend the same signed request to read it",
+                    "No answer from the matching engine in time; the command may still take "
+                    "effect until the request's window has passed. Resend the same signed "
+                    "request within its window to read the outcome (after it, look the order "
+                    "up: the resend is refused as expired)",
                     extra={"commandIds": still},
                 )
         return results

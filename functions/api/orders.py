@@ -13,7 +13,11 @@ from functions.api.errors import ApiError
 from functions.api.models import CancelAllRequest, CancelOrderRequest, OrderRequest
 from functions.api.runtime import Markets
 
-__all__ = ["market_rules", "place_order", "cancel_order", "cancel_all"]
+__all__ = ["MAX_AMOUNT", "market_rules", "place_order", "cancel_order", "cancel_all"]
+
+# Every amount travels as a signed 64-bit integer (journal, Redis); a larger one, however
+# well formed, is refused here: the engine could not even journal the command carrying it.
+MAX_AMOUNT = 2**63 - 1
 
 
 def market_rules(markets: Markets, symbol: str) -> MarketRules:
@@ -26,11 +30,14 @@ def market_rules(markets: Markets, symbol: str) -> MarketRules:
 def _parse(kind: str, parse: object, text: str | None) -> int | None:
     if text is None:
         return None
+    code = ErrorCode.INVALID_PRICE if kind == "price" else ErrorCode.INVALID_QUANTITY
     try:
-        return parse(text)  # type: ignore[operator, no-any-return]
+        value: int = parse(text)  # type: ignore[operator]
     except MoneyError as exc:
-        code = ErrorCode.INVALID_PRICE if kind == "price" else ErrorCode.INVALID_QUANTITY
         raise ApiError(code, f"Invalid {kind}: {exc}") from None
+    if value > MAX_AMOUNT:
+        raise ApiError(code, f"Invalid {kind}: {text} is out of range")
+    return value
 
 
 def place_order(
@@ -73,6 +80,8 @@ def cancel_order(
     market_rules(markets, request.symbol)
     if request.orderId is None and request.clientId is None:
         raise ApiError(ErrorCode.INVALID_CLIENT_REQUEST, "orderId or clientId is required")
+    if request.orderId is not None and int(request.orderId) > MAX_AMOUNT:
+        raise ApiError(ErrorCode.RESOURCE_NOT_FOUND, "Order not found")  # no such id is issued
     return CancelOrder(
         id=command_id,
         ts=0,

@@ -60,6 +60,28 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
             settings = msgspec.convert(raw, cls, strict=False)
         except msgspec.ValidationError as exc:
             raise SettingsError(f"invalid setting: {exc}") from exc
-        if not 0 < settings.max_window_ms <= 600_000 or settings.reply_timeout_s > 28:
-            raise SettingsError("MAX_WINDOW_MS must be 1..600000 and REPLY_TIMEOUT_S <= 28")
+        # A zero rate or burst would refuse every request, a negative or NaN timeout answer
+        # TIMEOUT at once: misconfigurations, refused here with the variable's name.
+        wrong = [
+            f"{name.upper()} must be {low}..{high}, got {getattr(settings, name)!r}"
+            for name, low, high in _RANGES
+            if not low <= getattr(settings, name) <= high  # NaN fails too
+        ]
+        if wrong:
+            raise SettingsError("; ".join(wrong))
         return settings
+
+
+_RANGES: tuple[tuple[str, float, float], ...] = (
+    ("reply_timeout_s", 0.001, 28),  # API Gateway cuts an integration at 29 s
+    ("heartbeat_max_age_ms", 1, 3_600_000),
+    ("key_cache_ttl_s", 0, 3_600),
+    ("markets_cache_ttl_s", 0, 3_600),
+    ("max_window_ms", 1, 600_000),
+    ("max_clock_skew_ms", 0, 600_000),
+    ("max_batch_orders", 1, 10_000),
+    ("rate_per_key", 0.001, 1e9),
+    ("burst_per_key", 1, 10**9),
+    ("rate_per_ip", 0.001, 1e9),
+    ("burst_per_ip", 1, 10**9),
+)

@@ -491,3 +491,17 @@ def test_command_line_serves_reads_the_token_from_env_and_stops_on_sigterm() -> 
     assert admin.text == "/admin/x arn:aws:iam::000000000000:user/cloudex-local-admin"
     assert public.text == "/y None"
     assert TOKEN not in " ".join(process.args)  # type: ignore[arg-type]
+
+
+def test_any_path_reaches_the_function_even_with_a_newline() -> None:
+    # API Gateway's {proxy+} takes every path; a route pattern of ".*" would miss "\n".
+    seen: list[str] = []
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        seen.append(event["path"])
+        return {"statusCode": 200, "body": "ok"}
+
+    with RestGateway(handler) as gateway:
+        response = requests.get(gateway.url + "/api/v1/x%0Ay", timeout=5)
+    assert (response.status_code, response.text) == (200, "ok")
+    assert seen == ["/api/v1/x%0Ay"]

@@ -232,3 +232,19 @@ def test_enums_encoded_use_backpack_spellings() -> None:
     assert ErrorCode.TRADING_PAUSED == "TRADING_PAUSED"
     # Encoded as their string values on the wire
     assert msgspec.msgpack.decode(encode(EVENTS[8]))[-1] == "Closed"  # type: ignore[arg-type]
+
+
+def test_a_command_whose_integers_do_not_fit_64_bits_is_malformed() -> None:
+    # The engine could not journal it: refused when decoded, so it is answered and dropped.
+    import msgspec
+    import pytest
+
+    from cloudex.messages import PlaceOrder, decode_command_body
+
+    body = (
+        '["PlaceOrder","c1",0,null,7,"SOL_USDC","Bid","Limit",1,%d,null,"GTC",false,null,'
+        '"RejectTaker"]'
+    )
+    assert isinstance(decode_command_body(body % (2**63 - 1)), PlaceOrder)
+    with pytest.raises(msgspec.ValidationError):
+        decode_command_body(body % 2**63)

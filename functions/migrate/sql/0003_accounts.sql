@@ -22,3 +22,16 @@ CREATE TABLE api_keys (
     revoked_at timestamptz
 );
 CREATE INDEX api_keys_account ON api_keys (account_id);
+
+-- Money and market changes made through the admin API, by the caller's idempotency key: a retry
+-- with the same key and the same request gets the first answer (even long after the engine's
+-- result cache has forgotten the command); the same key with a different request is refused.
+CREATE TABLE admin_operations (
+    idempotency_key text PRIMARY KEY,
+    kind text NOT NULL,  -- deposit, withdrawal, market_state, market_fees
+    request jsonb NOT NULL,
+    command_id text NOT NULL,
+    caller text NOT NULL,  -- the IAM principal (or the local gateway's admin)
+    response jsonb,  -- set once the engine accepted the command
+    created_at timestamptz NOT NULL DEFAULT now()
+);
