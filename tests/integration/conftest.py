@@ -200,9 +200,7 @@ API_REDIS_URL = os.environ.get("CLOUDEX_TEST_API_REDIS_URL", "redis://127.0.0.1:
 
 
 @pytest.fixture(scope="module")
-def api_stack(
-    database_template: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[object]:
+def api_stack(database_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A whole running API per test module (engine, persister, gateway: ~2 s to start), on its
     own database and Redis database 10. Tests in a module share it: give each its own
     accounts (``api_stack.new_trader``)."""
