@@ -40,11 +40,12 @@ from cloudex.markets import load_markets_config
 from cloudex.messages import AnyCommand, AnyEvent, CommandResult, Tick, decode_command_body
 from cloudex.seed import market_seed_commands
 from engine_service.core import Engine
+from engine_service.health import PhaseTimes
 from engine_service.publisher import MarketDataPublisher
 from engine_service.settings import Settings
 from engine_service.sqs import InboundMessage
 
-__all__ = ["EngineService", "ReplayDiverged", "FatalError"]
+__all__ = ["EngineService", "ReplayDiverged", "FatalError", "BATCH_PHASES"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,18 @@ class PendingBatch(NamedTuple):
     message_batch: int
 
 
+# A batch's phases, timed for batches with inbound messages (the health JSON's medians):
+# decode and execute (with the journal blocks sealed); the journal send with its two lease
+# checks; the previous batch's Redis confirmation, acks and market data; this batch's keys and
+# replies encoded and handed to the Redis writer (whose round trip overlaps the next batch);
+# and the whole batch.
+BATCH_PHASES = ("match", "journal", "confirm", "redis", "batch")
+
+
+# How long a batch in flight waits for the next one to overlap with before it is confirmed alone.
+_PENDING_WAIT_S = 0.001
+
+
 def wall_clock_us() -> int:
     return time.time_ns() // 1_000
 
@@ -139,6 +152,7 @@ class EngineService:
         self.batches = 0
         self.message_batches = 0  # batches with inbound messages (fault injection counts these)
         self.last_batch_ms = 0.0
+        self.phase_times = PhaseTimes(BATCH_PHASES)
         self._ticks = 0
         self._last_tick = 0
         self._last_heartbeat = 0
@@ -159,6 +173,8 @@ class EngineService:
             "commands": self.commands,
             "batches": self.batches,
             "lastBatchMs": round(self.last_batch_ms, 3),
+            "phaseMedianMs": self.phase_times.medians_ms(),
+            "phaseBatches": len(self.phase_times),
             "lastSnapshotSeq": self._last_snapshot_seq,
         }
 
@@ -282,7 +298,12 @@ class EngineService:
         tick_us = settings.tick_interval_ms * 1_000
         while not self.stop_event.is_set():
             wait_s = max(0.0, (self._last_tick + tick_us - self.clock()) / 1e6)
-            messages = self.inbox.take(settings.max_batch, min(wait_s, 0.25))
+            # A batch whose Redis writes are in flight is confirmed (its messages deleted, its
+            # market data sent) by the next batch, or here as soon as none is waiting: its
+            # messages keep their accounts' FIFO groups locked until deleted, so an idle wait
+            # would hold each account's next command back by as much as the wait.
+            wait_s = _PENDING_WAIT_S if self._pending is not None else min(wait_s, 0.25)
+            messages = self.inbox.take(settings.max_batch, wait_s)
             internal: list[AnyCommand] = []
             now = self.clock()
             if now - self._last_tick >= tick_us:
@@ -356,8 +377,10 @@ class EngineService:
                 sealed.append(builder.seal(engine.state_hash(), now))  # type: ignore[arg-type]
         if len(builder):
             sealed.append(builder.seal(engine.state_hash(), now))  # type: ignore[arg-type]
+        matched = time.perf_counter()
         if sealed:
             self._send_journal(sealed)
+        journaled = time.perf_counter()
         self.seq = seq
         if messages:
             self.message_batches += 1
@@ -365,6 +388,7 @@ class EngineService:
         # The previous batch's Redis writes ran while this batch matched; now they are
         # confirmed, its messages are deleted and its market data goes out.
         self._finish_pending()
+        confirmed = time.perf_counter()
         self._pending = PendingBatch(
             self.output.send_batch(engine, events, replies, self.stop_event),
             messages,
@@ -373,7 +397,16 @@ class EngineService:
         )
         self.commands += len(commands)
         self.batches += 1
-        self.last_batch_ms = (time.perf_counter() - started) * 1e3
+        finished = time.perf_counter()
+        self.last_batch_ms = (finished - started) * 1e3
+        if messages:
+            self.phase_times.add(
+                matched - started,
+                journaled - matched,
+                confirmed - journaled,
+                finished - confirmed,
+                finished - started,
+            )
 
     def _finish_pending(self) -> None:
         pending = self._pending
