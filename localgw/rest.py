@@ -67,7 +67,6 @@ import base64
 import binascii
 import concurrent.futures
 import hmac
-import importlib
 import json
 import logging
 import os
@@ -86,6 +85,8 @@ from urllib.parse import parse_qsl, unquote
 
 from aiohttp import web
 from multidict import CIMultiDict
+
+from localgw.handlers import import_handler
 
 __all__ = [
     "LambdaHandler",
@@ -764,16 +765,6 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
 # -- COMMAND LINE -----------------------------------------------------------------------------
 
 
-def _import_handler(path: str) -> LambdaHandler:
-    module_name, separator, attribute = path.replace(":", ".").rpartition(".")
-    if not separator:
-        raise ValueError(f"--handler takes module:function, not {path!r}")
-    handler = getattr(importlib.import_module(module_name), attribute)
-    if not callable(handler):
-        raise TypeError(f"{path} is not callable")
-    return handler  # type: ignore[no-any-return]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m localgw.rest",
@@ -789,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
-    handler = _import_handler(args.handler)
+    handler = import_handler(args.handler)
     # functions.api.handler:handler -> api, as the function is named in infra/.
     handler_path = args.handler.replace(":", ".").split(".")
     function_name = args.function_name or handler_path[max(0, len(handler_path) - 3)]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import importlib
 import json
 import logging
 import re
@@ -33,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import boto3
+
+from localgw.handlers import import_handler
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -307,16 +308,6 @@ class SqsEventSource:
         self.stop_event.set()
 
 
-def _import_handler(path: str) -> LambdaHandler:
-    module_name, separator, attribute = path.replace(":", ".").rpartition(".")
-    if not separator:
-        raise ValueError(f"--handler takes module.function, not {path!r}")
-    handler = getattr(importlib.import_module(module_name), attribute)
-    if not callable(handler):
-        raise TypeError(f"{path} is not callable")
-    return handler  # type: ignore[no-any-return]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m localgw.sqs_event_source",
@@ -330,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
-    handler = _import_handler(args.handler)
+    handler = import_handler(args.handler)
     # functions.persister.handler.handler -> persister, as the function is named in infra/.
     handler_path = args.handler.replace(":", ".").split(".")
     function_name = args.function_name or handler_path[max(0, len(handler_path) - 3)]

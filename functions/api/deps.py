@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -51,8 +52,6 @@ async def _signed(request: Request, *, trade: bool) -> SignedRequest:
     return signed
 
 
-# Declared so the OpenAPI document shows how private endpoints are signed; the checks are
-# authenticate()'s (auto_error=False: a missing header is its UNAUTHORIZED, not FastAPI's 403).
 _KEY = APIKeyHeader(
     name="X-API-Key",
     scheme_name="X-API-Key",
@@ -71,28 +70,25 @@ _TIMESTAMP = APIKeyHeader(
 _WINDOW = APIKeyHeader(
     name="X-Window", scheme_name="X-Window", auto_error=False, description="ms, at most 60000"
 )
-_Documented = (Security(_KEY), Security(_SIGNATURE), Security(_TIMESTAMP), Security(_WINDOW))
 
 
-async def reader(
-    request: Request,
-    _key: str | None = _Documented[0],
-    _signature: str | None = _Documented[1],
-    _timestamp: str | None = _Documented[2],
-    _window: str | None = _Documented[3],
-) -> SignedRequest:
-    return await _signed(request, trade=False)
+def _signed_dependency(*, trade: bool) -> Callable[..., Awaitable[SignedRequest]]:
+    # The four headers are declared so the OpenAPI document shows how private endpoints are
+    # signed; checking them is authenticate()'s (auto_error=False: a missing header is its
+    # UNAUTHORIZED, not FastAPI's 403).
+    async def signed(
+        request: Request,
+        _key: str | None = Security(_KEY),
+        _signature: str | None = Security(_SIGNATURE),
+        _timestamp: str | None = Security(_TIMESTAMP),
+        _window: str | None = Security(_WINDOW),
+    ) -> SignedRequest:
+        return await _signed(request, trade=trade)
+
+    return signed
 
 
-async def trader(
-    request: Request,
-    _key: str | None = _Documented[0],
-    _signature: str | None = _Documented[1],
-    _timestamp: str | None = _Documented[2],
-    _window: str | None = _Documented[3],
-) -> SignedRequest:
-    return await _signed(request, trade=True)
-
-
+reader = _signed_dependency(trade=False)
+trader = _signed_dependency(trade=True)
 Reader = Annotated[SignedRequest, Depends(reader)]
 Trader = Annotated[SignedRequest, Depends(trader)]

@@ -10,7 +10,7 @@ purpose (see :mod:`functions.api.public`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
@@ -19,9 +19,10 @@ from cloudex import history, names
 from cloudex.cache import decode_balance, decode_closed_order, decode_open_order, decode_trade
 from cloudex.enums import ErrorCode
 from cloudex.markets import OPEN_ORDER_LIMIT
-from cloudex.messages import CommandResult, OrderClosed, OrderView
+from cloudex.messages import Command, CommandResult, OrderClosed, OrderView
 from cloudex.views import Json, balances_json, fill_json, order_json
 from functions.api import orders
+from functions.api.auth import SignedRequest
 from functions.api.commands import CommandGateway, raise_for_result
 from functions.api.deps import Reader, RuntimeDep, Trader
 from functions.api.encoding import json_response
@@ -274,10 +275,12 @@ def _answer(markets: Markets, result: CommandResult) -> Json:
     return _order_json(markets, result.orders[0])
 
 
-@router.post("/api/v1/order")
-async def create_order(runtime: RuntimeDep, signed: Trader, request: OrderRequest) -> Any:
+def _execute(
+    runtime: Runtime, signed: SignedRequest, build: Callable[..., Command], request: Any
+) -> tuple[Markets, CommandResult]:
+    """Build the signed request's one command against the current markets, and run it."""
     markets = runtime.markets()
-    command = orders.place_order(
+    command = build(
         request,
         markets,
         command_id=signed.command_id(),
@@ -285,6 +288,12 @@ async def create_order(runtime: RuntimeDep, signed: Trader, request: OrderReques
         deadline_us=signed.deadline_us,
     )
     (result,) = CommandGateway(runtime).execute([command], str(signed.account))
+    return markets, result
+
+
+@router.post("/api/v1/order")
+async def create_order(runtime: RuntimeDep, signed: Trader, request: OrderRequest) -> Any:
+    markets, result = _execute(runtime, signed, orders.place_order, request)
     return json_response(_answer(markets, result))
 
 
@@ -327,28 +336,12 @@ async def create_orders(
 
 @router.delete("/api/v1/order")
 async def cancel_order(runtime: RuntimeDep, signed: Trader, request: CancelOrderRequest) -> Any:
-    markets = runtime.markets()
-    command = orders.cancel_order(
-        request,
-        markets,
-        command_id=signed.command_id(),
-        account=signed.account,
-        deadline_us=signed.deadline_us,
-    )
-    (result,) = CommandGateway(runtime).execute([command], str(signed.account))
+    markets, result = _execute(runtime, signed, orders.cancel_order, request)
     return json_response(_answer(markets, result))
 
 
 @router.delete("/api/v1/orders")
 async def cancel_orders(runtime: RuntimeDep, signed: Trader, request: CancelAllRequest) -> Any:
-    markets = runtime.markets()
-    command = orders.cancel_all(
-        request,
-        markets,
-        command_id=signed.command_id(),
-        account=signed.account,
-        deadline_us=signed.deadline_us,
-    )
-    (result,) = CommandGateway(runtime).execute([command], str(signed.account))
+    markets, result = _execute(runtime, signed, orders.cancel_all, request)
     raise_for_result(result)
     return json_response([_order_json(markets, order) for order in result.orders])

@@ -18,12 +18,13 @@ import boto3
 import requests
 
 from cloudex import names, signing
+from cloudex.cache import decode_balance, decode_closed_order, decode_open_order
 from functions.api.app import make_handler
 from functions.api.settings import ApiSettings
 from localgw.rest import RestGateway
 from tests.integration.engine_support import EngineStack
 
-__all__ = ["Trader", "ApiStack"]
+__all__ = ["Trader", "ApiStack", "assert_error", "account_state"]
 
 
 @dataclass(frozen=True)
@@ -171,3 +172,39 @@ class ApiStack:
         exchange = ccxt.backpack(options)
         exchange.urls["api"] = {"public": self.url, "private": self.url}
         return exchange
+
+
+# -- CHECKS -------------------------------------------------------------------------------------
+
+
+def assert_error(
+    response: requests.Response, status: int, code: str, extra: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """``response`` is the Backpack error ``{code, message}`` (plus ``extra`` keys)."""
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json"), response.headers
+    body = response.json()
+    assert isinstance(body, dict) and set(body) == {"code", "message", *extra}, body
+    assert body["code"] == code, body
+    assert isinstance(body["message"], str) and body["message"], body
+    return body
+
+
+def account_state(stack: ApiStack, account: int) -> tuple[Any, ...]:
+    """The account as the engine last wrote it: non-zero balances, open and recently closed
+    orders (decoded: a restarted engine rewrites the keys, zero balances included)."""
+    assert stack.engines is not None
+    r = stack.engines.redis
+    balances = {
+        asset: balance
+        for asset, value in r.hgetall(names.balances_key(account)).items()
+        if (balance := decode_balance(value)) != (0, 0)
+    }
+    open_orders = {
+        key: decode_open_order(value)
+        for key, value in r.hgetall(names.open_orders_key(account)).items()
+    }
+    closed = [
+        decode_closed_order(value) for value in r.zrange(names.closed_orders_key(account), 0, -1)
+    ]
+    return balances, open_orders, closed

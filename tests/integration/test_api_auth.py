@@ -28,15 +28,13 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from cloudex import names, signing
-from cloudex.cache import decode_balance, decode_closed_order, decode_open_order
+from cloudex import signing
 from functions.api.app import make_handler
 from localgw.rest import RestGateway
-from tests.integration.api_support import ApiStack, Trader
+from tests.integration.api_support import ApiStack, Trader, account_state, assert_error
 
 SYMBOL = "SOL_USDC"
 ORDER = {"symbol": SYMBOL, "side": "Bid", "orderType": "Limit", "price": "10", "quantity": "1"}
-ERROR_KEYS = {"code", "message"}
 
 
 # -- HELPERS ------------------------------------------------------------------------------------
@@ -96,36 +94,6 @@ def signed(
 ) -> requests.Response:
     headers = headers_for(trader, method, path, params, **signing_options)
     return send(url, method, path, params, headers, session=session)
-
-
-def assert_error(response: requests.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == ERROR_KEYS, body
-    assert body["code"] == code, body
-    assert isinstance(body["message"], str) and body["message"]
-    return body  # type: ignore[no-any-return]
-
-
-def account_state(stack: ApiStack, account: int) -> tuple[Any, ...]:
-    """The account as the engine last wrote it: non-zero balances, open and recently closed
-    orders (decoded: a restarted engine rewrites the keys, zero balances included)."""
-    assert stack.engines is not None
-    r = stack.engines.redis
-    balances = {
-        asset: balance
-        for asset, value in r.hgetall(names.balances_key(account)).items()
-        if (balance := decode_balance(value)) != (0, 0)
-    }
-    open_orders = {
-        key: decode_open_order(value)
-        for key, value in r.hgetall(names.open_orders_key(account)).items()
-    }
-    closed = [
-        decode_closed_order(value) for value in r.zrange(names.closed_orders_key(account), 0, -1)
-    ]
-    return balances, open_orders, closed
 
 
 def barrier(stack: ApiStack, account: int) -> None:

@@ -26,8 +26,7 @@ import redis
 import requests
 
 from cloudex import names, signing
-from cloudex.cache import decode_balance, decode_closed_order, decode_open_order
-from tests.integration.api_support import ApiStack, Trader
+from tests.integration.api_support import ApiStack, Trader, account_state, assert_error
 from tests.integration.conftest import API_REDIS_URL, PG_ADMIN_URL
 
 SYMBOL = "SOL_USDC"
@@ -78,18 +77,6 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def assert_error(
-    response: requests.Response, status: int, code: str, extra: frozenset[str] = frozenset()
-) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"].startswith("application/json"), response.headers
-    body = response.json()
-    assert isinstance(body, dict) and set(body) == {"code", "message", *extra}, body
-    assert body["code"] == code, body
-    assert isinstance(body["message"], str) and body["message"], body
-    return body
-
-
 def _signable(params: Any) -> Any:
     """What the server will verify for a body: the parsed JSON if it can be signed at all."""
     try:
@@ -122,26 +109,6 @@ def raw(
         headers={"Content-Type": "application/json", **signed, **(headers or {})},
         timeout=30,
     )
-
-
-def account_state(stack: ApiStack, account: int) -> tuple[Any, ...]:
-    """The account as the engine last wrote it: non-zero balances, open and recently closed
-    orders (decoded: a restarted engine rewrites the keys, zero balances included)."""
-    assert stack.engines is not None
-    r = stack.engines.redis
-    balances = {
-        asset: balance
-        for asset, value in r.hgetall(names.balances_key(account)).items()
-        if (balance := decode_balance(value)) != (0, 0)
-    }
-    open_orders = {
-        key: decode_open_order(value)
-        for key, value in r.hgetall(names.open_orders_key(account)).items()
-    }
-    closed = [
-        decode_closed_order(value) for value in r.zrange(names.closed_orders_key(account), 0, -1)
-    ]
-    return balances, open_orders, closed
 
 
 def settled_state(stack: ApiStack, account: int) -> tuple[Any, ...]:
