@@ -24,7 +24,7 @@ from functions.api.settings import ApiSettings
 from localgw.rest import RestGateway
 from tests.integration.engine_support import EngineStack
 
-__all__ = ["Trader", "ApiStack", "assert_error", "account_state"]
+__all__ = ["Trader", "ApiStack", "assert_error", "account_state", "settled_state"]
 
 
 @dataclass(frozen=True)
@@ -208,3 +208,21 @@ def account_state(stack: ApiStack, account: int) -> tuple[Any, ...]:
         decode_closed_order(value) for value in r.zrange(names.closed_orders_key(account), 0, -1)
     ]
     return balances, open_orders, closed
+
+
+def settled_state(stack: ApiStack, account: int) -> tuple[Any, ...]:
+    """:func:`account_state` once every command queued for the account so far has been
+    processed: a withdrawal the engine refuses, sent in the same message group, is answered."""
+    response = stack.admin(
+        "POST",
+        "/admin/v1/withdrawals",
+        {
+            "account": account,
+            "asset": "USDC",
+            "amount": "1000000000",
+            "reason": "barrier",
+            "idempotencyKey": uuid.uuid4().hex,
+        },
+    )
+    assert_error(response, 400, "INSUFFICIENT_FUNDS")
+    return account_state(stack, account)

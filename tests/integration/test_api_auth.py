@@ -17,7 +17,6 @@ import base64
 import concurrent.futures
 import hashlib
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,7 +30,13 @@ from requests.adapters import HTTPAdapter
 from cloudex import signing
 from functions.api.app import make_handler
 from localgw.rest import RestGateway
-from tests.integration.api_support import ApiStack, Trader, account_state, assert_error
+from tests.integration.api_support import (
+    ApiStack,
+    Trader,
+    account_state,
+    assert_error,
+    settled_state,
+)
 
 SYMBOL = "SOL_USDC"
 ORDER = {"symbol": SYMBOL, "side": "Bid", "orderType": "Limit", "price": "10", "quantity": "1"}
@@ -94,28 +99,6 @@ def signed(
 ) -> requests.Response:
     headers = headers_for(trader, method, path, params, **signing_options)
     return send(url, method, path, params, headers, session=session)
-
-
-def barrier(stack: ApiStack, account: int) -> None:
-    """A command in the account's message group the engine refuses: once it is answered, every
-    command queued before it for the account has been processed."""
-    response = stack.admin(
-        "POST",
-        "/admin/v1/withdrawals",
-        {
-            "account": account,
-            "asset": "USDC",
-            "amount": "1000000000",
-            "reason": "barrier",
-            "idempotencyKey": uuid.uuid4().hex,
-        },
-    )
-    assert_error(response, 400, "INSUFFICIENT_FUNDS")
-
-
-def settled_state(stack: ApiStack, account: int) -> tuple[Any, ...]:
-    barrier(stack, account)
-    return account_state(stack, account)
 
 
 class SourceAddress(HTTPAdapter):

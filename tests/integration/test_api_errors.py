@@ -26,7 +26,13 @@ import redis
 import requests
 
 from cloudex import names, signing
-from tests.integration.api_support import ApiStack, Trader, account_state, assert_error
+from tests.integration.api_support import (
+    ApiStack,
+    Trader,
+    account_state,
+    assert_error,
+    settled_state,
+)
 from tests.integration.conftest import API_REDIS_URL, PG_ADMIN_URL
 
 SYMBOL = "SOL_USDC"
@@ -109,24 +115,6 @@ def raw(
         headers={"Content-Type": "application/json", **signed, **(headers or {})},
         timeout=30,
     )
-
-
-def settled_state(stack: ApiStack, account: int) -> tuple[Any, ...]:
-    """The account once every command queued for it so far has been processed (a withdrawal
-    the engine refuses, in the same message group, has been answered)."""
-    response = stack.admin(
-        "POST",
-        "/admin/v1/withdrawals",
-        {
-            "account": account,
-            "asset": "USDC",
-            "amount": "1000000000",
-            "reason": "barrier",
-            "idempotencyKey": uuid.uuid4().hex,
-        },
-    )
-    assert_error(response, 400, "INSUFFICIENT_FUNDS")
-    return account_state(stack, account)
 
 
 def queued(stack: ApiStack) -> int:
