@@ -102,14 +102,12 @@ os.environ.setdefault("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
 
 import aiohttp
 import boto3
-import psycopg
 import redis
 
+from bench.engine_service_bench import drop_database, fresh_database
 from cloudex import names, signing
-from functions.migrate.runner import apply_migrations
 from localgw.stack import ROOT, EngineProcess, create_fifo_queue, free_port
 
-PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_API_REDIS_URL", "redis://127.0.0.1:6379/12")
 DATABASE = "cloudex_bench_api"
 MARKET = "SOL_USDC"
@@ -136,20 +134,6 @@ def median(values: Sequence[float]) -> float:
 
 
 # -- THE STACK --------------------------------------------------------------------------------
-
-
-def fresh_database(name: str) -> str:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN.rpartition("/")[0] + f"/{name}"
-    apply_migrations(url)
-    return url
-
-
-def drop_database(name: str) -> None:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # Put first on the children's PYTHONPATH: counts every AWS API call a process makes, by

@@ -152,6 +152,11 @@ def fresh_database(name: str) -> str:
     return url
 
 
+def drop_database(name: str) -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def bench_inproc(count: int) -> tuple[float, float, int]:
     database_url = fresh_database("cloudex_bench_inproc")
     redis.Redis.from_url(REDIS_URL).flushdb()

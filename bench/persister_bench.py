@@ -39,7 +39,7 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
 import psycopg
 
-from bench.engine_service_bench import PG_ADMIN, fresh_database
+from bench.engine_service_bench import drop_database, fresh_database
 from cloudex import history
 from cloudex.klines import INTERVALS, Bar
 from cloudex.messages import AnyCommand, Deposit
@@ -54,11 +54,6 @@ KLINE_MARKET = "BTC_USDC"  # not traded by the journal: its candles are the year
 YEAR_START_S = 1_735_689_600  # 2025-01-01 00:00:00 UTC
 MINUTES_PER_YEAR = 525_600
 WEEK_S = 7 * 86_400
-
-
-def drop_database(name: str) -> None:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # -- 1. THROUGHPUT ----------------------------------------------------------------------------
