@@ -46,7 +46,7 @@ from cloudex.messages import AnyCommand, Deposit
 from cloudex.views import kline_json
 from functions.persister import handler as persister
 from functions.persister.read_models import fold_bars
-from localgw.sqs_event_source import LocalLambdaContext
+from localgw.lambda_context import LambdaContext
 from tests.journal_factory import JournalFactory, sqs_events, trading_commands
 
 DATABASE = "cloudex_bench_persister"
@@ -109,7 +109,7 @@ def bench_throughput(
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
         started = time.perf_counter()
         for event in batches:
-            response = persister.handler(event, LocalLambdaContext("persister"))
+            response = persister.handler(event, LambdaContext("persister"))
             invocations += 1
             if response["batchItemFailures"]:
                 raise RuntimeError(f"batch failed: {response}")

@@ -87,6 +87,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from localgw.handlers import import_handler
+from localgw.lambda_context import ACCOUNT_ID, LambdaContext
 
 __all__ = [
     "LambdaHandler",
@@ -110,8 +111,6 @@ MAX_REQUEST_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 INTEGRATION_TIMEOUT_S = 29.0  # API Gateway's default (and, without a quota raise, maximum)
 LAMBDA_PAYLOAD_BYTES = 6 * 1024 * 1024  # synchronous invocation: request and response each
 
-ACCOUNT_ID = "000000000000"  # LocalStack's, so ARNs look alike across the local stack
-REGION = "us-east-1"
 API_ID = "cloudexlcl"
 _ROOT_RESOURCE_ID = "c1oudexr00"
 _PROXY_RESOURCE_ID = "pr0xy1"
@@ -133,49 +132,6 @@ _STOP_GRACE_S = 2.0
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 logger = logging.getLogger(__name__)
-
-
-class LambdaContext:
-    """The Lambda context object, as far as handlers and Powertools read it.
-
-    ``get_remaining_time_in_millis`` counts down the integration timeout of this request.
-    """
-
-    __slots__ = (
-        "function_name",
-        "function_version",
-        "invoked_function_arn",
-        "memory_limit_in_mb",
-        "aws_request_id",
-        "log_group_name",
-        "log_stream_name",
-        "identity",
-        "client_context",
-        "_deadline",
-    )
-
-    def __init__(
-        self,
-        function_name: str,
-        *,
-        deadline: float,
-        log_stream_name: str,
-        memory_limit_in_mb: int = 1024,
-        aws_request_id: str | None = None,
-    ) -> None:
-        self.function_name = function_name
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{function_name}"
-        self.memory_limit_in_mb = memory_limit_in_mb
-        self.aws_request_id = aws_request_id or str(uuid.uuid4())
-        self.log_group_name = f"/aws/lambda/{function_name}"
-        self.log_stream_name = log_stream_name
-        self.identity: Any = None  # Cognito identity: never, through API Gateway
-        self.client_context: Any = None  # mobile SDK client context: never either
-        self._deadline = deadline  # time.monotonic() at which API Gateway gives up
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
 # -- EVENTS -----------------------------------------------------------------------------------

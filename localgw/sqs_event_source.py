@@ -25,8 +25,6 @@ import re
 import signal
 import sys
 import threading
-import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -34,13 +32,13 @@ from urllib.parse import urlparse
 import boto3
 
 from localgw.handlers import import_handler
+from localgw.lambda_context import LambdaContext
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 __all__ = [
     "LambdaHandler",
-    "LocalLambdaContext",
     "queue_arn",
     "lambda_sqs_event",
     "SqsEventSource",
@@ -65,33 +63,6 @@ _RECORD_ATTRIBUTES = (
 _DEFAULT_REGION = "us-east-1"
 
 logger = logging.getLogger(__name__)
-
-
-class LocalLambdaContext:
-    """The Lambda context object, as far as handlers and Powertools read it."""
-
-    def __init__(
-        self,
-        function_name: str,
-        *,
-        region: str = _DEFAULT_REGION,
-        account: str = "000000000000",
-        memory_limit_in_mb: int = 128,
-        timeout_seconds: float = 30.0,
-    ) -> None:
-        self.function_name = function_name
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = f"arn:aws:lambda:{region}:{account}:function:{function_name}"
-        self.memory_limit_in_mb = memory_limit_in_mb
-        self.aws_request_id = str(uuid.uuid4())
-        self.log_group_name = f"/aws/lambda/{function_name}"
-        self.log_stream_name = f"{time.strftime('%Y/%m/%d')}/[$LATEST]{uuid.uuid4().hex}"
-        self.identity = None
-        self.client_context = None
-        self._deadline = time.monotonic() + timeout_seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
 def _queue_location(queue_url: str, default_region: str) -> tuple[str, str, str]:
@@ -238,11 +209,11 @@ class SqsEventSource:
             if not messages:
                 return 0
             event = lambda_sqs_event(messages, queue_url=self.queue_url, region=self.region)
-            context = LocalLambdaContext(
+            context = LambdaContext(
                 self.function_name,
                 region=self.region,
                 account=self.account,
-                timeout_seconds=self.timeout_seconds,
+                timeout_s=self.timeout_seconds,
             )
             try:
                 response = self.handler(event, context)

@@ -21,7 +21,7 @@ from engine_service.audit import AT_LEDGER, AT_SNAPSHOT, AuditReport, audit
 from engine_service.core import Engine
 from engine_service.postgres import EngineDatabase
 from functions.persister import handler as persister
-from localgw.sqs_event_source import LocalLambdaContext
+from localgw.lambda_context import LambdaContext
 from tests.journal_factory import JournalFactory, sqs_events, trading_commands
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def database(database_url: str, journal: Journal, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("DATABASE_URL", database_url)
     try:
         for event in sqs_events(journal.messages):
-            response = persister.handler(event, LocalLambdaContext("persister"))
+            response = persister.handler(event, LambdaContext("persister"))
             assert not response["batchItemFailures"]
     finally:
         persister.database.close()

@@ -41,7 +41,7 @@ from cloudex.messages import (
 from cloudex.views import Json, fill_json, kline_json, order_json, public_trade_json
 from engine_service.core import Engine
 from functions.persister import handler as persister
-from localgw.sqs_event_source import LocalLambdaContext
+from localgw.lambda_context import LambdaContext
 from tests.journal_factory import JournalFactory, sqs_events, trading_commands
 from tests.stubs import markets_config
 
@@ -148,7 +148,7 @@ def conn(
     """A fresh database with the journal fed through the persister, as Lambda would: SQS
     batches of 10, each followed by the projections' catch-up."""
     monkeypatch.setenv("DATABASE_URL", database_url)
-    context = LocalLambdaContext("persister")
+    context = LambdaContext("persister")
     try:
         for event in sqs_events(journal.messages):
             response = persister.handler(event, context)

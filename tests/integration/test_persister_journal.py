@@ -30,7 +30,8 @@ from functions.persister.journal_writer import (
     Outcome,
     write_journal_message,
 )
-from localgw.sqs_event_source import LocalLambdaContext, lambda_sqs_event
+from localgw.lambda_context import LambdaContext
+from localgw.sqs_event_source import lambda_sqs_event
 from tests.integration.conftest import JournalFeed
 
 QUEUE_URL = "http://127.0.0.1:4566/queue/us-east-1/000000000000/events.fifo"
@@ -86,7 +87,7 @@ def invoke(bodies: list[str]) -> tuple[list[str], dict[str, Any]]:
     """Invoke the persister with one SQS event; return the message ids and its response."""
     messages = [sqs_message(body, index) for index, body in enumerate(bodies)]
     event = lambda_sqs_event(messages, queue_url=QUEUE_URL)
-    response = persister.handler(event, LocalLambdaContext("persister"))
+    response = persister.handler(event, LambdaContext("persister"))
     return [m["MessageId"] for m in messages], dict(response)
 
 

@@ -71,7 +71,7 @@ from functions.persister.projection import (
 )
 from functions.persister.read_models import ALL_PROJECTIONS
 from functions.persister.rebuild import main as rebuild_main
-from localgw.sqs_event_source import LocalLambdaContext
+from localgw.lambda_context import LambdaContext
 from tests.integration.conftest import PG_ADMIN_URL
 from tests.journal_factory import JournalFactory, sqs_events, trading_commands
 from tests.property.test_klines_aggregation import (
@@ -281,7 +281,7 @@ def write_journal(conn: psycopg.Connection, messages: Iterable[tuple[str, str]])
 
 def invoke(event: dict[str, Any]) -> list[str]:
     """Invoke the persister Lambda; return the ids of the records it reports failed."""
-    response = persister.handler(event, LocalLambdaContext("persister"))
+    response = persister.handler(event, LambdaContext("persister"))
     return [failure["itemIdentifier"] for failure in response["batchItemFailures"]]
 
 
