@@ -11,14 +11,41 @@ import logging
 import os
 import signal
 import sys
+from typing import Any
+
+import boto3
+from botocore.config import Config
 
 from engine_service.health import HealthServer
 from engine_service.postgres import EngineDatabase
-from engine_service.publisher import MarketDataPublisher, RedisPubSubSink
+from engine_service.publisher import (
+    LambdaFanoutSink,
+    MarketDataPublisher,
+    MarketDataSink,
+    RedisPubSubSink,
+)
 from engine_service.redis_out import RedisOutput
 from engine_service.service import EngineService
 from engine_service.settings import Settings, SettingsError
 from engine_service.sqs import SqsInbox, SqsJournalTransport
+
+
+def fanout_sink(settings: Settings, redis_client: Any) -> MarketDataSink:
+    """The WebSocket fan-out Lambda when one is configured, else Redis pub/sub (``cx:md:*``),
+    where any process can watch the updates."""
+    if not settings.fanout_function:
+        return RedisPubSubSink(redis_client)
+    client = boto3.client(
+        "lambda",
+        config=Config(
+            # The publisher retries a failed delivery itself, with the same update.
+            retries={"total_max_attempts": 1},
+            connect_timeout=2,
+            read_timeout=60,
+            max_pool_connections=8,
+        ),
+    )
+    return LambdaFanoutSink(client, settings.fanout_function)
 
 
 def main() -> int:
@@ -41,9 +68,9 @@ def main() -> int:
         recent_limit=settings.recent_limit,
         recent_window_s=settings.recent_window_s,
     )
-    # The WebSocket fan-out sink arrives with the WebSocket issue; until then updates go to
-    # Redis pub/sub, where any process can watch them.
-    publisher = MarketDataPublisher(RedisPubSubSink(output.client))
+    publisher = MarketDataPublisher(
+        fanout_sink(settings, output.client), conflation_ms=settings.conflation_ms
+    )
     service: EngineService
     health = HealthServer(settings.health_port, lambda: service.status())
     service = EngineService(

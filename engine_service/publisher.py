@@ -1,11 +1,17 @@
 """The market-data publisher: conflated, sequenced updates handed to a pluggable sink.
 
 It runs beside the matcher, so a slow subscriber path never slows matching. Per market, what
-arrives while a delivery is in flight is merged into one pending update: depth levels by price
-(the latest quantity wins) with the update-id range ``U..u`` extended, never broken; trades
-appended; stats replaced. Each market (and each account's private stream) has at most one
-delivery in flight; a failed delivery is retried with the very same update (same ``U..u``), and
-what arrived meanwhile waits for the next one.
+arrives while a delivery is in flight (or within the conflation interval after the last one
+started) is merged into one pending update: depth levels by price (the latest quantity wins)
+with the update-id range ``U..u`` extended, never broken; trades appended; stats replaced. Each
+market (and the private stream) has at most one delivery in flight; a failed delivery is
+retried with the very same update (same ``U..u``), and what arrived meanwhile waits for the
+next one.
+
+Private events go out unconflated (a trader waits for their order's fate), all accounts in one
+delivery. A fill is sent with the order as it stands after it (:class:`OrderFilled`): the
+publisher keeps the open orders' views, seeded from the engine at start-up and advanced by the
+events, since a trade alone does not say what the order was.
 """
 
 from __future__ import annotations
@@ -13,12 +19,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
 
+from cloudex.market_data import (
+    MarketUpdate,
+    OrderFilled,
+    PrivateEvent,
+    PrivateUpdate,
+    encode_update,
+)
 from cloudex.messages import (
     AnyEvent,
     BalanceChanged,
@@ -26,8 +39,10 @@ from cloudex.messages import (
     MarketStats,
     OrderAccepted,
     OrderClosed,
+    OrderView,
     TradeExecuted,
 )
+from cloudex.views import order_view_after_fill, order_view_from_accepted
 
 __all__ = [
     "MarketUpdate",
@@ -35,75 +50,46 @@ __all__ = [
     "MarketDataSink",
     "MemorySink",
     "RedisPubSubSink",
+    "LambdaFanoutSink",
+    "FanoutFailed",
     "MarketDataPublisher",
 ]
 
 log = logging.getLogger(__name__)
 
 # A pending update holds at most this many trades or private events; older ones are dropped
-# (and counted) rather than letting a dead sink grow memory without bound.
+# (and counted) rather than letting a dead sink grow memory without bound. 10,000 trades are
+# about 1.5 MB of JSON: well inside Lambda's 6 MB synchronous payload.
 MAX_PENDING_ITEMS = 10_000
 
 
-@dataclass
-class MarketUpdate:
-    """Public market data since the last delivery. ``first_update_id..last_update_id`` is the
-    depth range (0..0 if depth did not change); ``bids``/``asks`` map price -> absolute lots
-    (0 removes the level)."""
-
-    market: str
-    first_update_id: int = 0
-    last_update_id: int = 0
-    bids: dict[int, int] = field(default_factory=dict)
-    asks: dict[int, int] = field(default_factory=dict)
-    trades: list[TradeExecuted] = field(default_factory=list)
-    stats: MarketStats | None = None
-    ts: int = 0
-
-    @property
-    def key(self) -> str:
-        return self.market
-
-    def merge(self, event: AnyEvent) -> None:
-        self.ts = event.ts
-        if isinstance(event, DepthChanged):
-            if not self.first_update_id:
-                self.first_update_id = event.update_id
-            self.last_update_id = event.update_id
-            self.bids.update(event.bids)
-            self.asks.update(event.asks)
-        elif isinstance(event, TradeExecuted):
-            self.trades.append(event)
-            if len(self.trades) > MAX_PENDING_ITEMS:
-                del self.trades[0]
-        elif isinstance(event, MarketStats):
-            self.stats = event
+def merge_market_event(update: MarketUpdate, event: AnyEvent) -> None:
+    if not update.since:
+        update.since = event.ts
+    update.ts = event.ts
+    kind = type(event)
+    if kind is DepthChanged:
+        depth: DepthChanged = event  # type: ignore[assignment]
+        if not update.first_update_id:
+            update.first_update_id = depth.update_id
+        update.last_update_id = depth.update_id
+        update.bids.update(depth.bids)
+        update.asks.update(depth.asks)
+    elif kind is TradeExecuted:
+        update.trades.append(event)  # type: ignore[arg-type]
+        if len(update.trades) > MAX_PENDING_ITEMS:
+            del update.trades[0]
+    elif kind is MarketStats:
+        update.stats = event  # type: ignore[assignment]
 
 
-@dataclass
-class PrivateUpdate:
-    """Every account's private events since the last delivery, in order per account. All
-    accounts share one delivery (the fan-out looks each one's connections up), so a batch
-    touching a thousand accounts makes one delivery, not a thousand."""
-
-    accounts: dict[int, list[AnyEvent]] = field(default_factory=dict)
-    dropped: int = 0
-
-    key = "private"
-
-    def add(self, account: int, event: AnyEvent) -> None:
-        events = self.accounts.get(account)
-        if events is None:
-            events = self.accounts[account] = []
-        events.append(event)
-
-    def trim(self) -> None:
-        for account, events in self.accounts.items():
-            excess = len(events) - MAX_PENDING_ITEMS
-            if excess > 0:
-                del events[:excess]
-                self.dropped += excess
-                log.warning("account %d: %d private events dropped by a slow sink", account, excess)
+def trim_private(update: PrivateUpdate) -> None:
+    for account, events in update.accounts.items():
+        excess = len(events) - MAX_PENDING_ITEMS
+        if excess > 0:
+            del events[:excess]
+            update.dropped += excess
+            log.warning("account %d: %d private events dropped by a slow sink", account, excess)
 
 
 Update = MarketUpdate | PrivateUpdate
@@ -133,7 +119,7 @@ class MemorySink:
         with self._lock:
             return [u for u in self.delivered if isinstance(u, MarketUpdate) and u.market == market]
 
-    def account_events(self, account: int) -> list[AnyEvent]:
+    def account_events(self, account: int) -> list[PrivateEvent]:
         with self._lock:
             return [
                 e
@@ -145,7 +131,7 @@ class MemorySink:
 
 class RedisPubSubSink:
     """Publishes each update (msgpack) on ``cx:md:<market>`` or ``cx:md:private``: a sink any
-    process can read, until the WebSocket fan-out sink replaces it. Encoding a batch's updates
+    process can read, used when no fan-out function is configured. Encoding a batch's updates
     costs the matcher's GIL, so nothing is encoded while nobody listens (checked every second).
     """
 
@@ -170,20 +156,94 @@ class RedisPubSubSink:
             self.client.publish(channel, msgspec.msgpack.encode(update))
 
 
+class FanoutFailed(RuntimeError):
+    """The fan-out function failed (or was throttled): the publisher retries the update."""
+
+
+class LambdaFanoutSink:
+    """Invokes the ``ws_fanout`` Lambda synchronously with each update (Lambda Invoke, the
+    same call in AWS and against the local gateway). A function error raises, so the very
+    same update is retried; a private update too large for one payload is split by account
+    (each account's events stay in order, in one part)."""
+
+    def __init__(
+        self, client: Any, function_name: str, max_payload_bytes: int = 5 * 1024 * 1024
+    ) -> None:
+        self.client = client
+        self.function_name = function_name
+        self.max_payload_bytes = max_payload_bytes
+        self.invocations = 0
+
+    def _payloads(self, update: Update) -> Iterable[bytes]:
+        payload = encode_update(update)
+        if len(payload) <= self.max_payload_bytes or not isinstance(update, PrivateUpdate):
+            yield payload
+            return
+        accounts = list(update.accounts.items())
+        if len(accounts) == 1:
+            events = accounts[0][1]
+            if len(events) == 1:
+                raise FanoutFailed(f"one private event is {len(payload)} bytes")
+            halves = [events[: len(events) // 2], events[len(events) // 2 :]]
+            parts = [PrivateUpdate(accounts={accounts[0][0]: half}) for half in halves]
+        else:
+            middle = len(accounts) // 2
+            parts = [
+                PrivateUpdate(accounts=dict(accounts[:middle]), dropped=update.dropped),
+                PrivateUpdate(accounts=dict(accounts[middle:])),
+            ]
+        for part in parts:
+            yield from self._payloads(part)
+
+    def deliver(self, update: Update) -> None:
+        for payload in self._payloads(update):
+            response = self.client.invoke(
+                FunctionName=self.function_name,
+                InvocationType="RequestResponse",
+                Payload=payload,
+            )
+            self.invocations += 1
+            if response.get("FunctionError"):
+                detail = response["Payload"].read()[:500].decode("utf-8", "replace")
+                raise FanoutFailed(f"{self.function_name}: {response['FunctionError']}: {detail}")
+
+
 class MarketDataPublisher:
-    def __init__(self, sink: MarketDataSink, workers: int = 4, retry_delay_s: float = 0.2) -> None:
+    """``conflation_ms``: the least time between the starts of two deliveries of one
+    market's public data. Longer merges more into each delivery: fewer messages per
+    subscriber (each one a ``post_to_connection`` against API Gateway's account quota) for a
+    lag of at most that much more."""
+
+    def __init__(
+        self,
+        sink: MarketDataSink,
+        workers: int = 4,
+        retry_delay_s: float = 0.2,
+        conflation_ms: float = 0.0,
+    ) -> None:
         self.sink = sink
         self.retry_delay_s = retry_delay_s
+        self.conflation_s = conflation_ms / 1_000
         self._pending: dict[str, Update] = {}
         self._inflight: set[str] = set()
+        self._started: dict[str, float] = {}  # key -> when its last delivery started
+        self._orders: dict[int, OrderView] = {}  # open orders as the events left them
         self._cond = threading.Condition()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="publisher")
         self._closed = False
         self._incoming: list[list[AnyEvent]] = []
         self.delivered = 0
         self.failures = 0
+        self.unknown_orders = 0
         self._merger = threading.Thread(target=self._merge_loop, name="md-merge", daemon=True)
         self._merger.start()
+
+    def seed_orders(self, views: Iterable[OrderView]) -> None:
+        """The engine's open orders after recovery: fills of orders placed before this
+        process started need their views."""
+        with self._cond:
+            for view in views:
+                self._orders[view.order_id] = view
 
     def publish(self, events: list[AnyEvent]) -> None:
         """Take a batch's events (already journaled). Merging happens on the publisher's own
@@ -193,41 +253,61 @@ class MarketDataPublisher:
             self._cond.notify_all()
 
     def _merge_loop(self) -> None:
+        wait_s: float | None = None
         while True:
             with self._cond:
-                while not self._incoming and not self._closed:
-                    self._cond.wait()
+                if not self._incoming and not self._closed:
+                    self._cond.wait(wait_s)
                 if self._closed:
                     return
                 batches, self._incoming = self._incoming, []
                 for events in batches:
                     self._merge(events)
-                self._dispatch()
+                wait_s = self._dispatch()
+                self._cond.notify_all()  # flush() waits for what this changed
 
     def _merge(self, events: list[AnyEvent]) -> None:
         pending = self._pending
-        accounts = self._private().accounts
+        private = self._private()
+        accounts = private.accounts
+        orders = self._orders
+
+        def add(account: int, event: PrivateEvent) -> None:
+            own = accounts.get(account)
+            if own is None:
+                own = accounts[account] = []
+            own.append(event)
+
         for event in events:
             kind = type(event)
-            if kind is BalanceChanged or kind is OrderAccepted or kind is OrderClosed:
-                account: int = event.account  # type: ignore[union-attr]
-                own = accounts.get(account)
-                if own is None:
-                    own = accounts[account] = []
-                own.append(event)
+            if kind is BalanceChanged:
+                add(event.account, event)  # type: ignore[union-attr,arg-type]
+            elif kind is OrderAccepted:
+                accepted: OrderAccepted = event  # type: ignore[assignment]
+                orders[accepted.order_id] = order_view_from_accepted(accepted)
+                add(accepted.account, accepted)
+            elif kind is OrderClosed:
+                closed: OrderClosed = event  # type: ignore[assignment]
+                orders.pop(closed.order_id, None)
+                add(closed.account, closed)
             elif kind is DepthChanged or kind is MarketStats or kind is TradeExecuted:
                 market: str = event.market  # type: ignore[union-attr,assignment]
                 update = pending.get(market)
                 if update is None:
-                    update = pending[market] = MarketUpdate(market)
-                update.merge(event)  # type: ignore[union-attr]
+                    update = pending[market] = MarketUpdate(market=market)
+                merge_market_event(update, event)  # type: ignore[arg-type]
                 if kind is TradeExecuted:
                     trade: TradeExecuted = event  # type: ignore[assignment]
-                    for account in (trade.buyer, trade.seller):
-                        own = accounts.get(account)
-                        if own is None:
-                            own = accounts[account] = []
-                        own.append(trade)
+                    for order_id, account in (
+                        (trade.buy_order_id, trade.buyer),
+                        (trade.sell_order_id, trade.seller),
+                    ):
+                        view = orders.get(order_id)
+                        if view is None:
+                            self.unknown_orders += 1
+                            continue
+                        view = orders[order_id] = order_view_after_fill(view, trade)
+                        add(account, OrderFilled(view, trade))
         if not accounts:
             del pending[PrivateUpdate.key]
 
@@ -237,15 +317,25 @@ class MarketDataPublisher:
             update = self._pending[PrivateUpdate.key] = PrivateUpdate()
         return update  # type: ignore[return-value]
 
-    def _dispatch(self) -> None:
+    def _dispatch(self) -> float | None:
+        """Start the deliveries that are due; return how long until the next one is."""
         if self._closed:
-            return
+            return None
+        now = time.monotonic()
+        next_due: float | None = None
         for key in [k for k in self._pending if k not in self._inflight]:
+            if key != PrivateUpdate.key and self.conflation_s:
+                due = self._started.get(key, 0.0) + self.conflation_s
+                if due > now:
+                    next_due = due if next_due is None else min(next_due, due)
+                    continue
             update = self._pending.pop(key)
             if isinstance(update, PrivateUpdate):
-                update.trim()
+                trim_private(update)
             self._inflight.add(key)
+            self._started[key] = now
             self._pool.submit(self._deliver, update)
+        return None if next_due is None else max(0.0, next_due - now)
 
     def _deliver(self, update: Update) -> None:
         while True:
@@ -264,7 +354,8 @@ class MarketDataPublisher:
         with self._cond:
             self.delivered += 1
             self._inflight.discard(update.key)
-            self._dispatch()
+            # The merge loop dispatches what waited for this delivery.
+            self._incoming.append([])
             self._cond.notify_all()
 
     def flush(self, timeout_s: float = 10.0) -> bool:

@@ -234,6 +234,7 @@ class EngineService:
             config, self.clock(), existing=[spec.symbol for spec in self.engine.markets()]
         )
         self.output.rewrite_all(self.engine)
+        self.publisher.seed_orders(self.engine.open_order_views())
         if seeds:
             self._process([], list(seeds))
         # Start-up garbage is done; what remains lives as long as the process, and the engine

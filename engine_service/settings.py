@@ -43,6 +43,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     recent_limit: int = 1_000  # RECENT_LIMIT: closed orders / fills / trades kept in Redis
     recent_window_s: int = 86_400  # RECENT_WINDOW_S: and for how long
     max_inflight_messages: int = 20_000  # MAX_INFLIGHT: received but not yet matched
+    # The WebSocket fan-out Lambda the market data goes to (Lambda Invoke; endpoint from
+    # AWS_ENDPOINT_URL_LAMBDA locally); empty: Redis pub/sub (cx:md:*) instead.
+    fanout_function: str = ""  # FANOUT_FUNCTION
+    conflation_ms: int = 100  # CONFLATION_MS: least time between two deliveries of one market
     # Chaos testing: SIGKILL itself at a point of the batch protocol ("after_journal": journaled,
     # nothing else; "after_redis": replies out, messages not deleted) in batch N.
     fault_kill_at: str = ""  # FAULT_KILL_AT
@@ -97,6 +101,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             max_inflight_messages=max(
                 10, int(number("MAX_INFLIGHT", defaults.max_inflight_messages))
             ),
+            fanout_function=env.get("FANOUT_FUNCTION", ""),
+            conflation_ms=min(10_000, int(number("CONFLATION_MS", defaults.conflation_ms))),
             fault_kill_at=_fault_point(env.get("FAULT_KILL_AT", "")),
             fault_kill_batch=int(number("FAULT_KILL_BATCH", 0)),
         )

@@ -1070,6 +1070,14 @@ class Engine:
                 views.append(self._view(order, mb, _PARTIAL if order.executed_quote else _NEW))
         return views
 
+    def open_order_views(self) -> list[OrderView]:
+        """Every resting order, as :meth:`open_order` shows it."""
+        market_list = self._market_list
+        return [
+            self._view(order, market_list[order.market], _PARTIAL if order.executed_quote else _NEW)
+            for order in self._orders.values()
+        ]
+
     def open_order(self, order_id: int) -> OrderView | None:
         order = self._orders.get(order_id)
         if order is None:
