@@ -20,12 +20,16 @@ formats (with :mod:`cloudex.views`) when it answers. Keys are in :mod:`cloudex.n
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import msgspec
 
+from cloudex.enums import MarketState
 from cloudex.markets import AssetSpec, MarketRules, MarketSpec, compile_market
 from cloudex.messages import OrderClosed, OrderView, Ticker, TradeExecuted
 
 __all__ = [
+    "Markets",
     "DepthSnapshot",
     "MarketEntry",
     "encode_value",
@@ -97,3 +101,25 @@ def decode_open_order(data: bytes) -> OrderView:
 
 def decode_closed_order(data: bytes) -> OrderClosed:
     return _closed_order.decode(data)
+
+
+@dataclass(frozen=True, slots=True)
+class Markets:
+    """The markets as the engine last wrote them (``cx:markets``): specs with current state
+    and fees, compiled rules, and the assets they trade."""
+
+    entries: list[MarketEntry]
+    rules: dict[str, MarketRules]
+    assets: dict[str, AssetSpec]
+
+    @classmethod
+    def of(cls, entries: list[MarketEntry]) -> Markets:
+        rules = {entry.spec.symbol: entry.rules() for entry in entries}
+        assets: dict[str, AssetSpec] = {}
+        for entry in entries:
+            assets.setdefault(entry.base.symbol, entry.base)
+            assets.setdefault(entry.quote.symbol, entry.quote)
+        return cls(entries, rules, assets)
+
+    def state(self, symbol: str) -> MarketState:
+        return self.rules[symbol].spec.state

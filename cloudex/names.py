@@ -24,6 +24,10 @@ __all__ = [
     "markets_key",
     "heartbeat_key",
     "ORDERS_DLQ",
+    "WS_CONNECTIONS_KEY",
+    "ws_connection_key",
+    "ws_market_key",
+    "ws_account_key",
 ]
 
 ORDERS_QUEUE = "orders.fifo"
@@ -89,3 +93,20 @@ def markets_key() -> str:
 
 def heartbeat_key() -> str:
     return "cx:engine:heartbeat"
+
+
+# WebSocket subscriptions (cloudex/subscriptions.py): every live connection (sorted set by
+# connection time), each connection's topics, and the audience of each market and account.
+WS_CONNECTIONS_KEY = "cx:ws:connections"
+
+
+def ws_connection_key(connection_id: str) -> str:
+    return f"cx:ws:conn:{connection_id}"
+
+
+def ws_market_key(market: str) -> str:
+    return f"cx:ws:md:{market}"
+
+
+def ws_account_key(account: int) -> str:
+    return f"cx:ws:pv:{account}"

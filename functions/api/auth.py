@@ -18,9 +18,10 @@ import msgspec
 from fastapi import Request
 
 from cloudex import signing
+from cloudex.api_keys import ApiKey
 from cloudex.enums import ErrorCode
 from functions.api.errors import ApiError
-from functions.api.runtime import ApiKey, Runtime
+from functions.api.runtime import Runtime
 
 __all__ = ["SignedRequest", "authenticate", "source_ip", "DEFAULT_WINDOW_MS"]
 

@@ -5,13 +5,13 @@ to judge, so the rules exist once."""
 
 from __future__ import annotations
 
+from cloudex.cache import Markets
 from cloudex.enums import ErrorCode, OrderType, SelfTradePrevention, Side, TimeInForce
 from cloudex.markets import MarketRules
 from cloudex.messages import CancelAllOrders, CancelOrder, PlaceOrder
 from cloudex.money import MoneyError
 from functions.api.errors import ApiError
 from functions.api.models import CancelAllRequest, CancelOrderRequest, OrderRequest
-from functions.api.runtime import Markets
 
 __all__ = ["MAX_AMOUNT", "market_rules", "place_order", "cancel_order", "cancel_all"]
 

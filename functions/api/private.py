@@ -16,7 +16,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query
 
 from cloudex import history, names
-from cloudex.cache import decode_balance, decode_closed_order, decode_open_order, decode_trade
+from cloudex.cache import (
+    Markets,
+    decode_balance,
+    decode_closed_order,
+    decode_open_order,
+    decode_trade,
+)
 from cloudex.enums import ErrorCode
 from cloudex.markets import OPEN_ORDER_LIMIT
 from cloudex.messages import Command, CommandResult, OrderClosed, OrderView
@@ -28,7 +34,7 @@ from functions.api.deps import Reader, RuntimeDep, Trader
 from functions.api.encoding import json_response
 from functions.api.errors import ApiError
 from functions.api.models import CancelAllRequest, CancelOrderRequest, OrderRequest
-from functions.api.runtime import Markets, Runtime
+from functions.api.runtime import Runtime
 
 __all__ = ["router"]
 

@@ -12,7 +12,6 @@ import contextlib
 import os
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -21,50 +20,16 @@ import redis
 from aws_lambda_powertools import Logger, Tracer
 
 from cloudex import names
-from cloudex.cache import MarketEntry, decode_markets
-from cloudex.enums import MarketState
-from cloudex.markets import AssetSpec, MarketRules
+from cloudex.api_keys import ApiKey, ApiKeyCache
+from cloudex.cache import Markets, decode_markets
 from functions.api.settings import ApiSettings
 
-__all__ = ["SERVICE", "METRICS_NAMESPACE", "logger", "tracer", "Markets", "ApiKey", "Runtime"]
+__all__ = ["SERVICE", "METRICS_NAMESPACE", "logger", "tracer", "Runtime"]
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "api")
 METRICS_NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Cloudex")
 logger = Logger(service=SERVICE)
 tracer = Tracer(service=SERVICE)
-
-
-@dataclass(frozen=True, slots=True)
-class Markets:
-    """The markets as the engine last wrote them (``cx:markets``): specs with current state
-    and fees, compiled rules, and the assets they trade."""
-
-    entries: list[MarketEntry]
-    rules: dict[str, MarketRules]
-    assets: dict[str, AssetSpec]
-
-    @classmethod
-    def of(cls, entries: list[MarketEntry]) -> Markets:
-        rules = {entry.spec.symbol: entry.rules() for entry in entries}
-        assets: dict[str, AssetSpec] = {}
-        for entry in entries:
-            assets.setdefault(entry.base.symbol, entry.base)
-            assets.setdefault(entry.quote.symbol, entry.quote)
-        return cls(entries, rules, assets)
-
-    def state(self, symbol: str) -> MarketState:
-        return self.rules[symbol].spec.state
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKey:
-    public_key: str
-    account: int
-    scope: str  # "read" or "trade"
-
-    @property
-    def can_trade(self) -> bool:
-        return self.scope == "trade"
 
 
 class Runtime:
@@ -78,8 +43,7 @@ class Runtime:
         self.sqs = sqs if sqs is not None else boto3.client("sqs")
         self._local = threading.local()
         self._markets: tuple[float, Markets] | None = None
-        self._keys: dict[str, tuple[float, ApiKey | None]] = {}
-        self._lock = threading.Lock()
+        self._keys = ApiKeyCache(settings.key_cache_ttl_s)
 
     # -- CLOCK --------------------------------------------------------------------------------
 
@@ -135,29 +99,10 @@ class Runtime:
     def api_key(self, public_key: str) -> ApiKey | None:
         """The live key, or ``None`` (unknown or revoked); cached per container for
         ``key_cache_ttl_s``, misses too, which bounds how late a revocation takes effect."""
-        now = time.monotonic()
-        cached = self._keys.get(public_key)
-        if cached is not None and now - cached[0] < self.settings.key_cache_ttl_s:
-            return cached[1]
-        row = (
-            self.db()
-            .execute(
-                "SELECT account_id, scope FROM api_keys "
-                "WHERE public_key = %s AND revoked_at IS NULL",
-                (public_key,),
-            )
-            .fetchone()
-        )
-        key = None if row is None else ApiKey(public_key, int(row[0]), str(row[1]))
-        with self._lock:
-            if len(self._keys) > 100_000:  # garbage keys must not grow the cache forever
-                self._keys.clear()
-            self._keys[public_key] = (now, key)
-        return key
+        return self._keys.get(public_key, self.db)
 
     def forget_key(self, public_key: str) -> None:
-        with self._lock:
-            self._keys.pop(public_key, None)
+        self._keys.forget(public_key)
 
     def close(self) -> None:
         self.drop_pubsub()
