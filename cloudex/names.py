@@ -28,6 +28,7 @@ __all__ = [
     "ws_connection_key",
     "ws_market_key",
     "ws_account_key",
+    "WS_DELIVERED_KEY",
 ]
 
 ORDERS_QUEUE = "orders.fifo"
@@ -110,3 +111,9 @@ def ws_market_key(market: str) -> str:
 
 def ws_account_key(account: int) -> str:
     return f"cx:ws:pv:{account}"
+
+
+# Per delivery key (a market, or "private"): the last event seq the fan-out delivered. A
+# restarted engine re-publishes what it replays past these marks: what its predecessor had
+# journaled but not yet delivered when it died.
+WS_DELIVERED_KEY = "cx:ws:delivered"

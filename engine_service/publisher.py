@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
@@ -67,6 +67,7 @@ def merge_market_event(update: MarketUpdate, event: AnyEvent) -> None:
     if not update.since:
         update.since = event.ts
     update.ts = event.ts
+    update.last_seq = event.seq
     kind = type(event)
     if kind is DepthChanged:
         depth: DepthChanged = event  # type: ignore[assignment]
@@ -93,6 +94,12 @@ def trim_private(update: PrivateUpdate) -> None:
 
 
 Update = MarketUpdate | PrivateUpdate
+
+
+class _Seed(NamedTuple):
+    views: list[OrderView]
+    delivered_through: dict[str, int] | None = None
+    replay_switch: bool = False
 
 
 class MarketDataSink(Protocol):
@@ -231,7 +238,10 @@ class MarketDataPublisher:
         self._cond = threading.Condition()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="publisher")
         self._closed = False
-        self._incoming: list[list[AnyEvent]] = []
+        # Batches of events, and seeds of order views, in the order they must be applied.
+        self._incoming: list[list[AnyEvent] | _Seed] = []
+        # While a restarted engine replays: per key, the last seq already delivered.
+        self._delivered_through: dict[str, int] | None = None
         self.delivered = 0
         self.failures = 0
         self.unknown_orders = 0
@@ -239,11 +249,19 @@ class MarketDataPublisher:
         self._merger.start()
 
     def seed_orders(self, views: Iterable[OrderView]) -> None:
-        """The engine's open orders after recovery: fills of orders placed before this
-        process started need their views."""
+        """The engine's open orders as of the events published next: fills of orders placed
+        before this process started need their views. Applied in order with the events."""
         with self._cond:
-            for view in views:
-                self._orders[view.order_id] = view
+            self._incoming.append(_Seed(list(views)))
+            self._cond.notify_all()
+
+    def replaying(self, delivered_through: dict[str, int] | None) -> None:
+        """Between ``replaying(marks)`` and ``replaying(None)``, published events are
+        delivered only past their key's mark (a market, or ``"private"``); order views
+        follow every event all the same."""
+        with self._cond:
+            self._incoming.append(_Seed([], delivered_through, replay_switch=True))
+            self._cond.notify_all()
 
     def publish(self, events: list[AnyEvent]) -> None:
         """Take a batch's events (already journaled). Merging happens on the publisher's own
@@ -262,7 +280,13 @@ class MarketDataPublisher:
                     return
                 batches, self._incoming = self._incoming, []
                 for events in batches:
-                    self._merge(events)
+                    if isinstance(events, _Seed):
+                        if events.replay_switch:
+                            self._delivered_through = events.delivered_through
+                        for view in events.views:
+                            self._orders[view.order_id] = view
+                    else:
+                        self._merge(events)
                 wait_s = self._dispatch()
                 self._cond.notify_all()  # flush() waits for what this changed
 
@@ -272,7 +296,13 @@ class MarketDataPublisher:
         accounts = private.accounts
         orders = self._orders
 
-        def add(account: int, event: PrivateEvent) -> None:
+        through = self._delivered_through
+        private_through = -1 if through is None else through.get(PrivateUpdate.key, 0)
+
+        def add(account: int, event: PrivateEvent, seq: int) -> None:
+            if seq <= private_through:
+                return
+            private.last_seq = seq
             own = accounts.get(account)
             if own is None:
                 own = accounts[account] = []
@@ -281,21 +311,22 @@ class MarketDataPublisher:
         for event in events:
             kind = type(event)
             if kind is BalanceChanged:
-                add(event.account, event)  # type: ignore[union-attr,arg-type]
+                add(event.account, event, event.seq)  # type: ignore[union-attr,arg-type]
             elif kind is OrderAccepted:
                 accepted: OrderAccepted = event  # type: ignore[assignment]
                 orders[accepted.order_id] = order_view_from_accepted(accepted)
-                add(accepted.account, accepted)
+                add(accepted.account, accepted, accepted.seq)
             elif kind is OrderClosed:
                 closed: OrderClosed = event  # type: ignore[assignment]
                 orders.pop(closed.order_id, None)
-                add(closed.account, closed)
+                add(closed.account, closed, closed.seq)
             elif kind is DepthChanged or kind is MarketStats or kind is TradeExecuted:
                 market: str = event.market  # type: ignore[union-attr,assignment]
-                update = pending.get(market)
-                if update is None:
-                    update = pending[market] = MarketUpdate(market=market)
-                merge_market_event(update, event)  # type: ignore[arg-type]
+                if through is None or event.seq > through.get(market, 0):
+                    update = pending.get(market)
+                    if update is None:
+                        update = pending[market] = MarketUpdate(market=market)
+                    merge_market_event(update, event)  # type: ignore[arg-type]
                 if kind is TradeExecuted:
                     trade: TradeExecuted = event  # type: ignore[assignment]
                     for order_id, account in (
@@ -307,7 +338,7 @@ class MarketDataPublisher:
                             self.unknown_orders += 1
                             continue
                         view = orders[order_id] = order_view_after_fill(view, trade)
-                        add(account, OrderFilled(view, trade))
+                        add(account, OrderFilled(view, trade), trade.seq)
         if not accounts:
             del pending[PrivateUpdate.key]
 

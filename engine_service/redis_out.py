@@ -426,6 +426,11 @@ class RedisOutput:
 
     # -- HEARTBEAT --------------------------------------------------------------------------
 
+    def delivered_watermarks(self) -> dict[str, int]:
+        """Per fan-out key, the last event seq the WebSocket fan-out delivered."""
+        marks: dict[bytes, bytes] = self.client.hgetall(names.WS_DELIVERED_KEY)  # type: ignore[assignment]
+        return {key.decode(): int(value) for key, value in marks.items()}
+
     def heartbeat(self, engine: Engine, now: int, epoch: int, engine_id: str) -> None:
         """Refresh the liveness key; rewrite every key if Redis restarted since the last one."""
         info = self.client.info("server")

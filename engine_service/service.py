@@ -95,6 +95,7 @@ class Output(Protocol):
     def finish(self, pending: Any, engine: Engine, stop: threading.Event) -> None: ...
     def rewrite_all(self, engine: Engine) -> None: ...
     def heartbeat(self, engine: Engine, now: int, epoch: int, engine_id: str) -> None: ...
+    def delivered_watermarks(self) -> dict[str, int]: ...
 
 
 class PendingBatch(NamedTuple):
@@ -234,7 +235,6 @@ class EngineService:
             config, self.clock(), existing=[spec.symbol for spec in self.engine.markets()]
         )
         self.output.rewrite_all(self.engine)
-        self.publisher.seed_orders(self.engine.open_order_views())
         if seeds:
             self._process([], list(seeds))
         # Start-up garbage is done; what remains lives as long as the process, and the engine
@@ -263,6 +263,18 @@ class EngineService:
         started = time.monotonic()
         replayed = 0
         engine = self.engine
+        # What the fan-out delivered last, per key: the events replayed past it were journaled
+        # by the previous engine but maybe never delivered, so they are published again (a
+        # subscriber may see a range twice, never a gap). No marks: no fan-out to catch up.
+        marks = self.output.delivered_watermarks()
+        catch_up_from = min(marks.values()) if marks else None
+        if catch_up_from is not None and catch_up_from < engine.seq:
+            log.warning(
+                "events %d..%d were never delivered and are older than the snapshot",
+                catch_up_from + 1,
+                engine.seq,
+            )
+        catching_up = False
         for raw in self.database.journal_blocks(self.seq):
             block = decode_journal_bytes(raw)
             assert isinstance(block, JournalBlock)
@@ -273,16 +285,31 @@ class EngineService:
                     continue
                 if record.seq != self.seq + 1:
                     raise ReplayDiverged(f"journal record {record.seq} after {self.seq}")
+                if (
+                    not catching_up
+                    and catch_up_from is not None
+                    and record.result.events
+                    and record.result.events[-1].seq > catch_up_from
+                ):
+                    catching_up = True
+                    self.publisher.seed_orders(engine.open_order_views())
+                    self.publisher.replaying(marks)
                 result = engine.execute(record.command)
                 if result.error != record.result.error or len(result.events) != len(
                     record.result.events
                 ):
                     raise ReplayDiverged(f"record {record.seq} replays differently")
+                if catching_up:
+                    self.publisher.publish(result.events)
                 self.seq = record.seq
                 replayed += 1
             if engine.state_hash() != block.state_hash:
                 raise ReplayDiverged(f"state hash differs after block {block.first_seq}")
             self.on_progress()
+        if catching_up:
+            self.publisher.replaying(None)
+        else:
+            self.publisher.seed_orders(engine.open_order_views())
         head = self.database.journal_head()
         if head.last_seq != self.seq:
             raise ReplayDiverged(f"journal head is {head.last_seq}, replay ended at {self.seq}")

@@ -225,3 +225,24 @@ def test_a_function_error_fails_the_delivery_so_the_same_update_is_retried() -> 
     sink = LambdaFanoutSink(RecordingLambda(error="Unhandled"), "ws_fanout")
     with pytest.raises(FanoutFailed, match="Unhandled"):
         sink.deliver(MarketUpdate(market="SOL_USDC"))
+
+
+def test_while_replaying_only_events_past_each_keys_mark_are_delivered() -> None:
+    sink = MemorySink()
+    publisher = MarketDataPublisher(sink)
+    publisher.seed_orders([view(1, 7, Side.BID), view(2, 8, Side.ASK, quantity=1)])
+    publisher.replaying({"SOL_USDC": 3, "private": 100})
+    first = trade(1, buyer=7, seller=8)  # seq 101: delivered before the crash
+    publisher.publish([depth(2), depth(3), first])
+    publisher.publish([depth(4), depth(5)])
+    publisher.replaying(None)
+    publisher.publish([trade(2, buyer=7, seller=8)])
+    assert publisher.flush()
+    ranges = [(u.first_update_id, u.last_update_id) for u in sink.market_updates("SOL_USDC")]
+    assert ranges[0][0] == 4 and ranges[-1][1] == 5
+    assert [t.trade_id for u in sink.market_updates("SOL_USDC") for t in u.trades] == [1, 2]
+    # Private mark 100: the first fill (seq 101) is past it, and the second fill's view
+    # counts the first.
+    fills = [e for e in sink.account_events(7) if isinstance(e, OrderFilled)]
+    assert [f.order.executed_quantity for f in fills] == [1, 2]
+    publisher.close()
