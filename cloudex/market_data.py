@@ -62,7 +62,7 @@ class MarketUpdate(msgspec.Struct, tag=True, kw_only=True):
     stats: MarketStats | None = None
     ts: int = 0
     since: int = 0
-    last_seq: int = 0  # of the newest event merged: the fan-out's watermark once delivered
+    first_seq: int = 0  # of the oldest event merged (the publisher's delivery watermark)
 
     @property
     def key(self) -> str:
@@ -76,7 +76,7 @@ class PrivateUpdate(msgspec.Struct, tag=True, kw_only=True):
 
     accounts: dict[int, list[PrivateEvent]] = msgspec.field(default_factory=dict)
     dropped: int = 0  # events a slow fan-out made the publisher drop (counted, logged)
-    last_seq: int = 0
+    first_seq: int = 0
 
     key = "private"
 

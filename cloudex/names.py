@@ -113,7 +113,7 @@ def ws_account_key(account: int) -> str:
     return f"cx:ws:pv:{account}"
 
 
-# Per delivery key (a market, or "private"): the last event seq the fan-out delivered. A
-# restarted engine re-publishes what it replays past these marks: what its predecessor had
-# journaled but not yet delivered when it died.
+# The engine's market-data watermark: every event up to this seq was delivered to the fan-out
+# (written with the heartbeat). A restarted engine re-publishes what it replays past it: what
+# its predecessor had journaled but not yet delivered when it died.
 WS_DELIVERED_KEY = "cx:ws:delivered"

@@ -150,12 +150,22 @@ class EngineDatabase:
 
     # -- SNAPSHOTS --------------------------------------------------------------------------
 
-    def latest_snapshot(self) -> StoredSnapshot | None:
+    def latest_snapshot(self, max_event_seq: int | None = None) -> StoredSnapshot | None:
+        """The newest snapshot; with ``max_event_seq``, the newest taken at or before that
+        event, if one is kept (else the newest)."""
         with self._lock:
-            row = self._store.execute(
-                "SELECT seq, epoch, event_seq, state_hash, data FROM snapshots "
-                "ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
+            row = None
+            if max_event_seq is not None:
+                row = self._store.execute(
+                    "SELECT seq, epoch, event_seq, state_hash, data FROM snapshots "
+                    "WHERE event_seq <= %s ORDER BY seq DESC LIMIT 1",
+                    (max_event_seq,),
+                ).fetchone()
+            if row is None:
+                row = self._store.execute(
+                    "SELECT seq, epoch, event_seq, state_hash, data FROM snapshots "
+                    "ORDER BY seq DESC LIMIT 1"
+                ).fetchone()
         if row is None:
             return None
         seq, epoch, event_seq, state_hash, data = row

@@ -67,7 +67,8 @@ def merge_market_event(update: MarketUpdate, event: AnyEvent) -> None:
     if not update.since:
         update.since = event.ts
     update.ts = event.ts
-    update.last_seq = event.seq
+    if not update.first_seq:
+        update.first_seq = event.seq
     kind = type(event)
     if kind is DepthChanged:
         depth: DepthChanged = event  # type: ignore[assignment]
@@ -98,8 +99,8 @@ Update = MarketUpdate | PrivateUpdate
 
 class _Seed(NamedTuple):
     views: list[OrderView]
-    delivered_through: dict[str, int] | None = None
     replay_switch: bool = False
+    delivered_through: int | None = None
 
 
 class MarketDataSink(Protocol):
@@ -240,8 +241,10 @@ class MarketDataPublisher:
         self._closed = False
         # Batches of events, and seeds of order views, in the order they must be applied.
         self._incoming: list[list[AnyEvent] | _Seed] = []
-        # While a restarted engine replays: per key, the last seq already delivered.
-        self._delivered_through: dict[str, int] | None = None
+        # While a restarted engine replays: every event up to this seq was delivered.
+        self._replay_through: int | None = None
+        self._merged_seq = 0  # the newest event seq merged
+        self._inflight_first: dict[str, int] = {}  # key -> first seq of its delivery
         self.delivered = 0
         self.failures = 0
         self.unknown_orders = 0
@@ -255,13 +258,25 @@ class MarketDataPublisher:
             self._incoming.append(_Seed(list(views)))
             self._cond.notify_all()
 
-    def replaying(self, delivered_through: dict[str, int] | None) -> None:
-        """Between ``replaying(marks)`` and ``replaying(None)``, published events are
-        delivered only past their key's mark (a market, or ``"private"``); order views
-        follow every event all the same."""
+    def replaying(self, delivered_through: int | None) -> None:
+        """Between ``replaying(seq)`` and ``replaying(None)``, published events up to ``seq``
+        are not delivered again; order views follow every event all the same."""
         with self._cond:
-            self._incoming.append(_Seed([], delivered_through, replay_switch=True))
+            self._incoming.append(
+                _Seed([], replay_switch=True, delivered_through=delivered_through)
+            )
             self._cond.notify_all()
+
+    def delivered_through(self) -> int:
+        """Every event up to this seq has been delivered (0: none known). What a restarted
+        engine must publish again is past it."""
+        with self._cond:
+            firsts = [u.first_seq for u in self._pending.values() if u.first_seq]
+            firsts += [seq for seq in self._inflight_first.values() if seq]
+            if self._incoming:
+                # Not merged yet: at most everything merged so far is out.
+                firsts.append(self._merged_seq + 1)
+            return min(firsts) - 1 if firsts else self._merged_seq
 
     def publish(self, events: list[AnyEvent]) -> None:
         """Take a batch's events (already journaled). Merging happens on the publisher's own
@@ -282,7 +297,7 @@ class MarketDataPublisher:
                 for events in batches:
                     if isinstance(events, _Seed):
                         if events.replay_switch:
-                            self._delivered_through = events.delivered_through
+                            self._replay_through = events.delivered_through
                         for view in events.views:
                             self._orders[view.order_id] = view
                     else:
@@ -296,13 +311,15 @@ class MarketDataPublisher:
         accounts = private.accounts
         orders = self._orders
 
-        through = self._delivered_through
-        private_through = -1 if through is None else through.get(PrivateUpdate.key, 0)
+        through = -1 if self._replay_through is None else self._replay_through
+        if events:
+            self._merged_seq = max(self._merged_seq, events[-1].seq)
 
         def add(account: int, event: PrivateEvent, seq: int) -> None:
-            if seq <= private_through:
+            if seq <= through:
                 return
-            private.last_seq = seq
+            if not private.first_seq:
+                private.first_seq = seq
             own = accounts.get(account)
             if own is None:
                 own = accounts[account] = []
@@ -322,7 +339,7 @@ class MarketDataPublisher:
                 add(closed.account, closed, closed.seq)
             elif kind is DepthChanged or kind is MarketStats or kind is TradeExecuted:
                 market: str = event.market  # type: ignore[union-attr,assignment]
-                if through is None or event.seq > through.get(market, 0):
+                if event.seq > through:
                     update = pending.get(market)
                     if update is None:
                         update = pending[market] = MarketUpdate(market=market)
@@ -364,6 +381,7 @@ class MarketDataPublisher:
             if isinstance(update, PrivateUpdate):
                 trim_private(update)
             self._inflight.add(key)
+            self._inflight_first[key] = update.first_seq
             self._started[key] = now
             self._pool.submit(self._deliver, update)
         return None if next_due is None else max(0.0, next_due - now)
@@ -385,6 +403,7 @@ class MarketDataPublisher:
         with self._cond:
             self.delivered += 1
             self._inflight.discard(update.key)
+            self._inflight_first.pop(update.key, None)
             # The merge loop dispatches what waited for this delivery.
             self._incoming.append([])
             self._cond.notify_all()

@@ -426,10 +426,13 @@ class RedisOutput:
 
     # -- HEARTBEAT --------------------------------------------------------------------------
 
-    def delivered_watermarks(self) -> dict[str, int]:
-        """Per fan-out key, the last event seq the WebSocket fan-out delivered."""
-        marks: dict[bytes, bytes] = self.client.hgetall(names.WS_DELIVERED_KEY)  # type: ignore[assignment]
-        return {key.decode(): int(value) for key, value in marks.items()}
+    def delivered_watermark(self) -> int | None:
+        """The last engine's market-data watermark (``None``: never written)."""
+        value = self.client.get(names.WS_DELIVERED_KEY)
+        return None if value is None else int(value)
+
+    def record_delivered(self, seq: int) -> None:
+        self.client.set(names.WS_DELIVERED_KEY, seq)
 
     def heartbeat(self, engine: Engine, now: int, epoch: int, engine_id: str) -> None:
         """Refresh the liveness key; rewrite every key if Redis restarted since the last one."""

@@ -15,6 +15,7 @@ after a restart from the replayed journal) or not (they are redelivered and exec
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -78,9 +79,16 @@ class Database(Protocol):
     def wait_for_epoch(self, epoch: int, timeout_s: float, stop: threading.Event) -> bool: ...
     def journal_head(self) -> Any: ...
     def journal_blocks(self, after_seq: int) -> Any: ...
-    def latest_snapshot(self) -> Any: ...
+    def latest_snapshot(self, max_event_seq: int | None = None) -> Any: ...
     def save_snapshot(
-        self, seq: int, epoch: int, event_seq: int, state_hash: str, taken_at: int, data: bytes
+        self,
+        seq: int,
+        epoch: int,
+        event_seq: int,
+        state_hash: str,
+        taken_at: int,
+        data: bytes,
+        keep: int = 3,
     ) -> None: ...
 
 
@@ -95,7 +103,8 @@ class Output(Protocol):
     def finish(self, pending: Any, engine: Engine, stop: threading.Event) -> None: ...
     def rewrite_all(self, engine: Engine) -> None: ...
     def heartbeat(self, engine: Engine, now: int, epoch: int, engine_id: str) -> None: ...
-    def delivered_watermarks(self) -> dict[str, int]: ...
+    def delivered_watermark(self) -> int | None: ...
+    def record_delivered(self, seq: int) -> None: ...
 
 
 class PendingBatch(NamedTuple):
@@ -157,6 +166,7 @@ class EngineService:
         self._ticks = 0
         self._last_tick = 0
         self._last_heartbeat = 0
+        self._delivered_mark = 0  # the market-data watermark last written
         self._last_snapshot_at = 0.0
         self._last_snapshot_seq = 0
         self._snapshot_thread: threading.Thread | None = None
@@ -248,8 +258,20 @@ class EngineService:
         log.info("consuming: epoch %d, seq %d, event seq %d", self.epoch, self.seq, self.engine.seq)
         return True
 
+    def _record_delivered(self) -> None:
+        mark = self.publisher.delivered_through()
+        if mark > self._delivered_mark:
+            self.output.record_delivered(mark)
+            self._delivered_mark = mark
+
     def _restore_and_replay(self) -> None:
-        snapshot = self.database.latest_snapshot()
+        # The previous engine's market-data watermark: the events replayed past it were
+        # journaled but maybe never delivered, so they are published again (a subscriber may
+        # see a range twice, never a gap). So replay starts from a snapshot taken before it,
+        # when one is kept. No watermark: no market data was ever published.
+        catch_up_from = self.output.delivered_watermark()
+        self._delivered_mark = catch_up_from or 0
+        snapshot = self.database.latest_snapshot(catch_up_from)
         if snapshot is not None:
             try:
                 self.engine = Engine.restore(snapshot.data)
@@ -263,11 +285,6 @@ class EngineService:
         started = time.monotonic()
         replayed = 0
         engine = self.engine
-        # What the fan-out delivered last, per key: the events replayed past it were journaled
-        # by the previous engine but maybe never delivered, so they are published again (a
-        # subscriber may see a range twice, never a gap). No marks: no fan-out to catch up.
-        marks = self.output.delivered_watermarks()
-        catch_up_from = min(marks.values()) if marks else None
         if catch_up_from is not None and catch_up_from < engine.seq:
             log.warning(
                 "events %d..%d were never delivered and are older than the snapshot",
@@ -293,7 +310,7 @@ class EngineService:
                 ):
                     catching_up = True
                     self.publisher.seed_orders(engine.open_order_views())
-                    self.publisher.replaying(marks)
+                    self.publisher.replaying(catch_up_from)
                 result = engine.execute(record.command)
                 if result.error != record.result.error or len(result.events) != len(
                     record.result.events
@@ -352,6 +369,7 @@ class EngineService:
             self._last_heartbeat = now
             try:
                 self.output.heartbeat(self.engine, now, self.epoch, settings.engine_id)
+                self._record_delivered()
             except Exception as error:
                 log.error("heartbeat failed: %s", error)
         if self.seq > self._last_snapshot_seq and (
@@ -370,6 +388,8 @@ class EngineService:
         elif self._snapshot_thread is not None:
             self._snapshot_thread.join()
         self.publisher.close()
+        with contextlib.suppress(Exception):  # the next engine then repeats a little more
+            self._record_delivered()
         self.inbox.close()
         self.state = "stopped"
         log.info("stopped at seq %d, event seq %d", self.seq, self.engine.seq)
@@ -509,7 +529,7 @@ class EngineService:
 
         def store() -> None:
             try:
-                self.database.save_snapshot(*args)
+                self.database.save_snapshot(*args, keep=self.settings.snapshot_keep)
                 log.info("snapshot at seq %d stored (%d bytes)", args[0], len(data))
             except Exception as error:
                 log.error("snapshot at seq %d failed: %s", args[0], error)

@@ -39,6 +39,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_interval_ms: int = 1_000  # HEARTBEAT_INTERVAL_MS: the Redis liveness key
     snapshot_interval_s: float = 300.0  # SNAPSHOT_INTERVAL_S
     snapshot_every_records: int = 200_000  # SNAPSHOT_EVERY_RECORDS: journal records
+    # Snapshots kept: a restart replays from one older than the market-data watermark, so
+    # this many snapshot intervals bound how long a fan-out outage may last without a gap.
+    snapshot_keep: int = 6  # SNAPSHOT_KEEP
     journal_wait_s: float = 120.0  # JOURNAL_WAIT_S: how long to wait for the epoch marker
     recent_limit: int = 1_000  # RECENT_LIMIT: closed orders / fills / trades kept in Redis
     recent_window_s: int = 86_400  # RECENT_WINDOW_S: and for how long
@@ -95,6 +98,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             snapshot_every_records=max(
                 1, int(number("SNAPSHOT_EVERY_RECORDS", defaults.snapshot_every_records))
             ),
+            snapshot_keep=max(1, int(number("SNAPSHOT_KEEP", defaults.snapshot_keep))),
             journal_wait_s=number("JOURNAL_WAIT_S", defaults.journal_wait_s, float),
             recent_limit=max(1, int(number("RECENT_LIMIT", defaults.recent_limit))),
             recent_window_s=max(1, int(number("RECENT_WINDOW_S", defaults.recent_window_s))),

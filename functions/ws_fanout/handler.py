@@ -111,11 +111,7 @@ class Fanout:
         else:
             audiences = self.registry.account_subscribers(update.accounts)
             outbox = render_private(self.markets(), update, audiences)
-        summary = self.deliver(outbox, function_name, started)
-        if update.last_seq:
-            # Deliveries of one key are sequential (one in flight), so the mark only grows.
-            self.redis.hset(names.WS_DELIVERED_KEY, update.key, update.last_seq)
-        return summary
+        return self.deliver(outbox, function_name, started)
 
     def deliver(
         self, outbox: Outbox, function_name: str | None, started: float | None = None

@@ -34,6 +34,7 @@ class FrameError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.request_id: Any = None  # the frame's id, when the frame had a valid one
 
 
 def error_frame(request_id: Any, code: int, message: str) -> str:
@@ -59,13 +60,18 @@ def _parse(body: str | None) -> _Frame:
     if not (request_id is None or type(request_id) is int or isinstance(request_id, str)):
         request_id = None
     method = frame.get("method")
-    if method not in ("SUBSCRIBE", "UNSUBSCRIBE"):
-        raise FrameError(WsErrorCode.INVALID_METHOD, "method must be SUBSCRIBE or UNSUBSCRIBE")
     params = frame.get("params")
-    if not isinstance(params, list) or not params:
-        raise FrameError(WsErrorCode.INVALID_FRAME, "params must be a non-empty array of streams")
-    if len(params) > MAX_PARAMS:
-        raise FrameError(WsErrorCode.INVALID_FRAME, f"At most {MAX_PARAMS} streams per frame")
+    error = None
+    if method not in ("SUBSCRIBE", "UNSUBSCRIBE"):
+        error = FrameError(WsErrorCode.INVALID_METHOD, "method must be SUBSCRIBE or UNSUBSCRIBE")
+    elif not isinstance(params, list) or not params:
+        error = FrameError(WsErrorCode.INVALID_FRAME, "params must be a non-empty array of streams")
+    elif len(params) > MAX_PARAMS:
+        error = FrameError(WsErrorCode.INVALID_FRAME, f"At most {MAX_PARAMS} streams per frame")
+    if error is not None:
+        error.request_id = request_id
+        raise error
+    assert isinstance(method, str) and isinstance(params, list)
     return _Frame(method, params, request_id, frame.get("signature"))
 
 
@@ -119,7 +125,7 @@ def handle_frame(runtime: WsRuntime, connection_id: str, body: str | None) -> st
         else:
             _subscribe(runtime, connection_id, frame)
     except FrameError as error:
-        return error_frame(request_id, error.code, error.message)
+        return error_frame(request_id or error.request_id, error.code, error.message)
     if request_id is None:
         return None
     return _encoder.encode({"id": request_id, "result": None}).decode()

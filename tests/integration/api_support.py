@@ -21,8 +21,16 @@ from cloudex import names, signing
 from cloudex.cache import decode_balance, decode_closed_order, decode_open_order
 from functions.api.app import make_handler
 from functions.api.settings import ApiSettings
+from functions.ws_routes.handler import make_routes
+from functions.ws_routes.runtime import WsRuntime
+from functions.ws_routes.settings import WsSettings
+from localgw.lambda_api import FunctionConfig, LambdaService
 from localgw.rest import RestGateway
+from localgw.stack import free_port
+from localgw.websocket import WebSocketGateway
 from tests.integration.engine_support import EngineStack
+
+FANOUT_HANDLER = "functions.ws_fanout.handler:handler"
 
 __all__ = ["Trader", "ApiStack", "assert_error", "account_state", "settled_state"]
 
@@ -50,11 +58,21 @@ class ApiStack:
     handler: Any = None
     settings: ApiSettings | None = None
     session: requests.Session = field(default_factory=requests.Session)
+    # The WebSocket API: gateway (route handlers in this process), the ws_fanout function
+    # (worker processes of the local Lambda API) and the engine invoking it.
+    websocket: bool = False
+    conflation_ms: int = 50
+    ws_gateway: WebSocketGateway | None = None
+    lambdas: LambdaService | None = None
+    _fanout_functions: dict[str, FunctionConfig] = field(default_factory=dict)
+    _fanout_port: int = 0
 
     def start(self) -> ApiStack:
         sqs = boto3.client("sqs")
         self.engines = EngineStack(sqs, self.database_url, self.redis_url, self.log_dir)
         self.engines.start_persister()
+        if self.websocket:
+            self.engine_overrides = {**self._start_websocket(), **self.engine_overrides}
         self.engines.start_engine(**self.engine_overrides).wait_state("running")
         self.wait_heartbeat()
         self.settings = ApiSettings(
@@ -68,6 +86,54 @@ class ApiStack:
             self.handler, workers=self.workers, admin_token=self.admin_token
         ).start()
         return self
+
+    def _start_websocket(self) -> dict[str, str]:
+        """Start the WebSocket gateway and the fan-out function; the engine's settings."""
+        runtime = WsRuntime(WsSettings(redis_url=self.redis_url, database_url=self.database_url))
+        self.ws_gateway = WebSocketGateway(*make_routes(lambda: runtime), workers=4).start()
+        port = free_port()
+        lambda_url = f"http://127.0.0.1:{port}"
+        environment = {
+            "REDIS_URL": self.redis_url,
+            "WS_MANAGEMENT_ENDPOINT": self.ws_gateway.management_endpoint,
+            "AWS_ENDPOINT_URL_LAMBDA": lambda_url,
+            "POWERTOOLS_LOG_LEVEL": "WARNING",
+        }
+        self._fanout_functions = {
+            "ws_fanout": FunctionConfig(FANOUT_HANDLER, concurrency=6, environment=environment)
+        }
+        self._fanout_port = port
+        self.start_fanout()
+        return {
+            "FANOUT_FUNCTION": "ws_fanout",
+            "AWS_ENDPOINT_URL_LAMBDA": lambda_url,
+            "CONFLATION_MS": str(self.conflation_ms),
+        }
+
+    def start_fanout(self) -> None:
+        """(Re)start the local Lambda API serving ws_fanout, on its port."""
+        self.lambdas = LambdaService(self._fanout_functions, port=self._fanout_port).start()
+
+    def stop_fanout(self) -> None:
+        """Make the fan-out unreachable: the engine's deliveries fail and are retried."""
+        assert self.lambdas is not None
+        self.lambdas.stop()
+        self.lambdas = None
+
+    def restart_engine(self, *, kill: bool = True) -> None:
+        """Stop the running engine (SIGKILL, or SIGTERM) and start another, as ECS would."""
+        assert self.engines is not None
+        engine = self.engines.engines[-1]
+        if kill:
+            engine.kill()
+        else:
+            engine.terminate()
+        self.engines.start_engine(**self.engine_overrides).wait_state("running")
+
+    @property
+    def ws_url(self) -> str:
+        assert self.ws_gateway is not None
+        return self.ws_gateway.url
 
     def wait_heartbeat(self, timeout_s: float = 10.0) -> None:
         """Until the engine's first heartbeat: before it the API answers MAINTENANCE."""
@@ -83,6 +149,10 @@ class ApiStack:
             self.gateway.stop()
         if self.engines is not None:
             self.engines.close()
+        if self.ws_gateway is not None:
+            self.ws_gateway.stop()
+        if self.lambdas is not None:
+            self.lambdas.stop()
         self.session.close()
 
     @property
@@ -171,6 +241,20 @@ class ApiStack:
             options = {"apiKey": trader.api_key, "secret": trader.secret}
         exchange = ccxt.backpack(options)
         exchange.urls["api"] = {"public": self.url, "private": self.url}
+        return exchange
+
+    def ccxt_pro(self, trader: Trader | None = None, **options: Any) -> Any:
+        """ccxt.pro's ``backpack`` with only the URLs changed (REST and WebSocket)."""
+        import ccxt.pro
+
+        if trader is not None:
+            options = {"apiKey": trader.api_key, "secret": trader.secret, **options}
+        exchange = ccxt.pro.backpack(options)
+        exchange.urls["api"] = {
+            "public": self.url,
+            "private": self.url,
+            "ws": {"public": self.ws_url, "private": self.ws_url},
+        }
         return exchange
 
 

@@ -217,3 +217,24 @@ def api_stack(database_template: str, tmp_path_factory: pytest.TempPathFactory) 
     finally:
         stack.close()
         _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def ws_stack(database_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """``api_stack`` plus the WebSocket API: the local WebSocket gateway (route handlers),
+    the ws_fanout function in local Lambda worker processes, and the engine invoking it."""
+    from tests.integration.api_support import ApiStack
+
+    name = f"cloudex_ws_{uuid.uuid4().hex[:12]}"
+    _admin(f'CREATE DATABASE "{name}" TEMPLATE "{database_template}"')
+    client = redis.Redis.from_url(API_REDIS_URL)
+    client.flushdb()
+    client.close()
+    stack = ApiStack(
+        _database_url(name), API_REDIS_URL, tmp_path_factory.mktemp("ws"), websocket=True
+    )
+    try:
+        yield stack.start()
+    finally:
+        stack.close()
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -73,6 +73,7 @@ class EngineStack:
             "TICK_INTERVAL_MS": "200",
             # Snapshots often, so restarts restore one and replay the journal after it.
             "SNAPSHOT_EVERY_RECORDS": "300",
+            "SNAPSHOT_KEEP": "10",
             "HEARTBEAT_INTERVAL_MS": "200",
             "RECEIVE_WAIT_S": "1",
             "LOG_LEVEL": "INFO",

@@ -231,18 +231,32 @@ def test_while_replaying_only_events_past_each_keys_mark_are_delivered() -> None
     sink = MemorySink()
     publisher = MarketDataPublisher(sink)
     publisher.seed_orders([view(1, 7, Side.BID), view(2, 8, Side.ASK, quantity=1)])
-    publisher.replaying({"SOL_USDC": 3, "private": 100})
-    first = trade(1, buyer=7, seller=8)  # seq 101: delivered before the crash
+    publisher.replaying(101)  # the previous engine delivered everything up to seq 101
+    first = trade(1, buyer=7, seller=8)  # seq 101
     publisher.publish([depth(2), depth(3), first])
-    publisher.publish([depth(4), depth(5)])
+    publisher.publish([depth(102), depth(103)])
     publisher.replaying(None)
-    publisher.publish([trade(2, buyer=7, seller=8)])
+    publisher.publish([trade(3, buyer=7, seller=8)])  # seq 103
     assert publisher.flush()
     ranges = [(u.first_update_id, u.last_update_id) for u in sink.market_updates("SOL_USDC")]
-    assert ranges[0][0] == 4 and ranges[-1][1] == 5
-    assert [t.trade_id for u in sink.market_updates("SOL_USDC") for t in u.trades] == [1, 2]
-    # Private mark 100: the first fill (seq 101) is past it, and the second fill's view
-    # counts the first.
+    assert ranges[0][0] == 102 and ranges[-1][1] == 103
+    assert [t.trade_id for u in sink.market_updates("SOL_USDC") for t in u.trades] == [3]
+    # The first fill is not sent again, but the second fill's view counts it.
     fills = [e for e in sink.account_events(7) if isinstance(e, OrderFilled)]
-    assert [f.order.executed_quantity for f in fills] == [1, 2]
+    assert [f.order.executed_quantity for f in fills] == [2]
+    assert publisher.delivered_through() == 103
+    publisher.close()
+
+
+def test_the_watermark_stays_below_what_is_pending_or_in_flight() -> None:
+    sink = GatedSink("SOL_USDC")
+    publisher = MarketDataPublisher(sink)
+    publisher.publish([depth(1)])
+    assert sink.entered.wait(5)
+    publisher.publish([depth(2, market="BTC_USDC"), depth(3)])
+    time.sleep(0.2)
+    assert publisher.delivered_through() == 0  # depth(1) is still in flight
+    sink.gate.set()
+    assert publisher.flush()
+    assert publisher.delivered_through() == 3
     publisher.close()
