@@ -103,6 +103,10 @@ __all__ = [
     "is_admin_path",
     "RestGateway",
     "main",
+    "close_loop",
+    "group_headers",
+    "query_parameters",
+    "format_request_time",
 ]
 
 LambdaHandler = Callable[[dict[str, Any], Any], Any]
@@ -137,7 +141,7 @@ logger = logging.getLogger(__name__)
 # -- EVENTS -----------------------------------------------------------------------------------
 
 
-def _request_time(epoch_s: float) -> str:
+def format_request_time(epoch_s: float) -> str:
     t = time.gmtime(epoch_s)
     return (
         f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
@@ -145,7 +149,7 @@ def _request_time(epoch_s: float) -> str:
     )
 
 
-def _group_headers(
+def group_headers(
     headers: Iterable[tuple[str, str]],
 ) -> tuple[dict[str, str], dict[str, list[str]]]:
     # One entry per name whatever its casing (the first one the client used); the last value
@@ -160,7 +164,7 @@ def _group_headers(
     return single, multi
 
 
-def _query_parameters(query: str) -> tuple[dict[str, str] | None, dict[str, list[str]] | None]:
+def query_parameters(query: str) -> tuple[dict[str, str] | None, dict[str, list[str]] | None]:
     single: dict[str, str] = {}
     multi: dict[str, list[str]] = {}
     for name, value in parse_qsl(query, keep_blank_values=True):
@@ -207,9 +211,9 @@ def proxy_event(
         Default: a new UUID, and now (epoch seconds).
     """
     now = time.time() if request_time is None else request_time
-    single_headers, multi_headers = _group_headers(headers)
+    single_headers, multi_headers = group_headers(headers)
     lower = {name.lower(): value for name, value in single_headers.items()}
-    single_query, multi_query = _query_parameters(query)
+    single_query, multi_query = query_parameters(query)
     domain = domain_name if domain_name is not None else lower.get("host", "localhost")
 
     if path in ("", "/"):
@@ -258,7 +262,7 @@ def proxy_event(
             "resourcePath": resource,
             "httpMethod": method,
             "extendedRequestId": base64.urlsafe_b64encode(os.urandom(11)).decode("ascii"),
-            "requestTime": _request_time(now),
+            "requestTime": format_request_time(now),
             "path": f"/{stage}{path or '/'}",
             "accountId": ACCOUNT_ID,
             "protocol": protocol,
@@ -532,7 +536,7 @@ class RestGateway:
                         time.monotonic() - deadline,
                     )
         finally:
-            _close_loop(loop)
+            close_loop(loop)
 
     # -- SERVER -------------------------------------------------------------------------------
 
@@ -550,7 +554,7 @@ class RestGateway:
         finally:
             ready.set()
             self._loop = None
-            _close_loop(loop)
+            close_loop(loop)
 
     async def _serve(self, ready: threading.Event) -> None:
         self._shutdown = asyncio.Event()
@@ -703,7 +707,7 @@ def _json_size(payload: Any) -> int:
     return len(json.dumps(payload, separators=(",", ":"), allow_nan=False).encode())
 
 
-def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+def close_loop(loop: asyncio.AbstractEventLoop) -> None:
     try:
         pending = asyncio.all_tasks(loop)
         for task in pending:

@@ -119,12 +119,12 @@ from aiohttp.http_websocket import WebSocketError, WebSocketWriter
 
 from localgw.handlers import import_handler
 from localgw.lambda_context import LambdaContext
-from localgw.rest import (  # the REST gateway's helpers, for events of the same conventions
+from localgw.rest import (  # events of the same conventions as the REST gateway's
     LambdaHandler,
-    _close_loop,
-    _group_headers,
-    _query_parameters,
-    _request_time,
+    close_loop,
+    format_request_time,
+    group_headers,
+    query_parameters,
 )
 
 __all__ = [
@@ -217,7 +217,7 @@ def _request_context(
         **(extra or {}),
         "eventType": event_type,
         "extendedRequestId": request_id,
-        "requestTime": _request_time(now),
+        "requestTime": format_request_time(now),
         "messageDirection": "IN",
         "stage": info.stage,
         "connectedAt": info.connected_at_ms,
@@ -240,9 +240,9 @@ def connect_event(
 ) -> dict[str, Any]:
     """The ``$connect`` event: the handshake's ``headers`` (as the client sent them, plus what
     API Gateway adds) and its ``query`` string (percent-encoded, without the ``?``)."""
-    single_headers, multi_headers = _group_headers(headers)
+    single_headers, multi_headers = group_headers(headers)
     event: dict[str, Any] = {"headers": single_headers, "multiValueHeaders": multi_headers}
-    single_query, multi_query = _query_parameters(query)
+    single_query, multi_query = query_parameters(query)
     if single_query is not None:
         event["queryStringParameters"] = single_query
         event["multiValueQueryStringParameters"] = multi_query
@@ -666,7 +666,7 @@ class WebSocketGateway:
                 else:
                     future.set_result(result)
         finally:
-            _close_loop(loop)
+            close_loop(loop)
 
     async def _invoke(
         self, handler: LambdaHandler, function_name: str, event: dict[str, Any]
@@ -707,7 +707,7 @@ class WebSocketGateway:
         finally:
             ready.set()
             self._loop = None
-            _close_loop(loop)
+            close_loop(loop)
 
     async def _serve(self, ready: threading.Event) -> None:
         self._shutdown = asyncio.Event()

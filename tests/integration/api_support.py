@@ -100,7 +100,11 @@ class ApiStack:
             "POWERTOOLS_LOG_LEVEL": "WARNING",
         }
         self._fanout_functions = {
-            "ws_fanout": FunctionConfig(FANOUT_HANDLER, concurrency=6, environment=environment)
+            "ws_fanout": FunctionConfig(FANOUT_HANDLER, concurrency=6, environment=environment),
+            # The same function with tiny shards, for the tests of sharding.
+            "ws_fanout_sharded": FunctionConfig(
+                FANOUT_HANDLER, concurrency=6, environment={**environment, "SHARD_SIZE": "2"}
+            ),
         }
         self._fanout_port = port
         self.start_fanout()

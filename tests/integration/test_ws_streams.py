@@ -281,3 +281,47 @@ def test_a_client_that_stops_reading_never_delays_the_others(ws_stack: ApiStack)
     for sock in stalled:
         sock.close()
     assert max(lags) < 1_000, lags
+
+
+def test_a_large_audience_is_split_into_shards_posted_by_parallel_invocations(
+    ws_stack: ApiStack,
+) -> None:
+    """ws_fanout with SHARD_SIZE 2 and 5 subscribers: it posts to the first shard itself and
+    invokes itself for the other two; every subscriber gets the update exactly once."""
+    import json
+
+    import boto3
+
+    from cloudex.market_data import MarketUpdate, encode_update
+
+    assert ws_stack.lambdas is not None
+    client = boto3.client("lambda", endpoint_url=ws_stack.lambdas.endpoint_url)
+
+    async def run() -> None:
+        clients = [await WsClient.open(ws_stack.ws_url) for _ in range(5)]
+        for ws in clients:
+            await ws.subscribe("depth.TATA_INR")
+        update = MarketUpdate(
+            market="TATA_INR",
+            first_update_id=10**9,
+            last_update_id=10**9 + 1,
+            bids={2_000: 7},
+            ts=int(time.time() * 1e6),
+        )
+        response = await in_thread(
+            lambda: client.invoke(FunctionName="ws_fanout_sharded", Payload=encode_update(update))
+        )
+        summary = json.loads(response["Payload"].read())
+        assert "FunctionError" not in response, summary
+        assert summary["shards"] == 3 and summary["connections"] == 5 and summary["posted"] == 5
+        for ws in clients:
+            frames = await ws.collect(
+                lambda fs: any(f.get("data", {}).get("U") == 10**9 for f in fs)
+            )
+            sent = [f for f in frames if f.get("data", {}).get("U") == 10**9]
+            assert sent[0]["data"]["b"] == [["100.00", "7"]]
+            later = await ws.quiet(0.3)
+            assert len(sent) + sum(f.get("data", {}).get("U") == 10**9 for f in later) == 1
+            await ws.close()
+
+    asyncio.run(run())
