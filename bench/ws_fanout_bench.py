@@ -83,6 +83,8 @@ def log(message: str) -> None:
 class Stack:
     conflation_ms: int
     fanout_concurrency: int
+    shard_size: int
+    post_threads: int
     log_dir: Path
     sqs: Any = None
     queues: list[str] = field(default_factory=list)
@@ -167,6 +169,8 @@ class Stack:
                     **env,
                     "WS_MANAGEMENT_ENDPOINT": f"http://127.0.0.1:{ws_port}",
                     "AWS_ENDPOINT_URL_LAMBDA": lambda_url,
+                    "SHARD_SIZE": str(self.shard_size),
+                    "POST_THREADS": str(self.post_threads),
                 },
                 self.log_dir / "lambda.log",
             )
@@ -253,7 +257,8 @@ def client_process(
     async def run() -> None:
         lags: dict[str, list[float]] = {"depth": [], "trade": []}
         frames = 0
-        session = aiohttp.ClientSession()
+        # No connection limit: aiohttp's default (100) counts every open WebSocket.
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         sockets = []
         for n, market in enumerate(markets):
             ws = await session.ws_connect(url, autoping=True)
@@ -297,12 +302,27 @@ def client_process(
     asyncio.run(run())
 
 
+def children_of(parent: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                found.append(int(entry))
+    return found
+
+
 # -- LOAD -------------------------------------------------------------------------------------
 
 
-def order_flow(stack: Stack, rate: float, stop: threading.Event, sent: list[int]) -> None:
-    """Open loop: order *i* is sent at ``start + i / rate``."""
-    rng = random.Random(7)
+def order_flow(stack: Stack, rate: float, stop: threading.Event, sent: list[int], run: str) -> None:
+    """Open loop: order *i* is sent at ``start + i / rate``. Ids are unique per ``run``: the
+    engine answers a known id with its first result and does nothing else."""
+    rng = random.Random(run)
     started = time.monotonic()
     n = 0
     while not stop.is_set():
@@ -320,7 +340,7 @@ def order_flow(stack: Stack, rate: float, stop: threading.Event, sent: list[int]
         price = mid + toward if side is Side.BID else mid - toward
         stack.send(
             PlaceOrder(
-                id=f"wsb-{n}",
+                id=f"wsb-{run}-{n}",
                 ts=0,
                 account=rng.randint(1, ACCOUNTS),
                 market=market,
@@ -355,10 +375,18 @@ def measure(stack: Stack, subscribers: int, args: argparse.Namespace) -> dict[st
     log(f"{subscribers} subscribers connected; orders at {args.rate}/s")
     stop = threading.Event()
     sent = [0]
-    flow = threading.Thread(target=order_flow, args=(stack, args.rate, stop, sent), daemon=True)
+    flow = threading.Thread(
+        target=order_flow, args=(stack, args.rate, stop, sent, f"s{subscribers}"), daemon=True
+    )
     flow.start()
     time.sleep(args.warmup)
     meter = CpuMeter(stack)  # type: ignore[arg-type]
+    # The fan-out's execution environments (the Lambda API's worker processes) and the
+    # subscribers' processes, so that "other" is what is left of the machine.
+    lambda_api = next(child for child in stack.children if child.name == "lambda")
+    meter.pids["fanout_workers"] = children_of(lambda_api.process.pid)
+    meter.pids["clients"] = [process.pid for process in processes if process.pid]
+    meter.start = meter._sample()
     first_sent = sent[0]
     measuring.set()
     time.sleep(args.seconds)
@@ -402,13 +430,20 @@ def main() -> int:
     parser.add_argument("--also", type=int, default=1_000, help="a second run (0: none)")
     parser.add_argument("--rate", type=float, default=6.0, help="orders per second")
     parser.add_argument("--conflation-ms", type=int, default=100)
-    parser.add_argument("--fanout-concurrency", type=int, default=4)
+    parser.add_argument("--fanout-concurrency", type=int, default=16)
+    # Locally a post is ~0.3 ms of round trip and ~0.65 ms of boto3 CPU: shards (processes)
+    # give parallelism, threads mostly GIL contention. In AWS the round trip dominates, hence
+    # the functions' defaults (SHARD_SIZE 250, POST_THREADS 16).
+    parser.add_argument("--shard-size", type=int, default=40, help="ws_fanout's SHARD_SIZE")
+    parser.add_argument("--post-threads", type=int, default=4, help="ws_fanout's POST_THREADS")
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
     log_dir = Path(tempfile.mkdtemp(prefix="ws-fanout-bench-"))
-    stack = Stack(args.conflation_ms, args.fanout_concurrency, log_dir)
+    stack = Stack(
+        args.conflation_ms, args.fanout_concurrency, args.shard_size, args.post_threads, log_dir
+    )
     try:
         stack.start()
         for account in range(1, ACCOUNTS + 1):
@@ -436,6 +471,8 @@ def main() -> int:
         "required_p99_ms": args.conflation_ms + 100,
         "ok": runs[0]["p99_lag_ms"] <= args.conflation_ms + 100,
         "rate_orders_per_s": args.rate,
+        "shard_size": args.shard_size,
+        "post_threads": args.post_threads,
         "runs": runs,
     }
     print(json.dumps(result))

@@ -28,7 +28,6 @@ from cloudex import names
 from cloudex.cache import DepthSnapshot, Markets, decode_depth, decode_markets
 from cloudex.market_data import (
     FanoutShard,
-    MarketUpdate,
     PrivateUpdate,
     Update,
     encode_update,
@@ -103,15 +102,18 @@ class Fanout:
             messages = [message.encode() for message in update.messages]
             result = self.poster.post(messages, update.deliveries)
             return _summary(result, len(update.deliveries), 1, started)
-        if isinstance(update, MarketUpdate):
-            subscribers = self.registry.market_subscribers(update.market)
-            outbox = render_market(
-                self.markets(), update, subscribers, lambda: self._book(update.market)
-            )
-        else:
+        if isinstance(update, PrivateUpdate):
             audiences = self.registry.account_subscribers(update.accounts)
             outbox = render_private(self.markets(), update, audiences)
-        return self.deliver(outbox, function_name, started)
+            return self.deliver(outbox, function_name, started)
+        # How old the update's oldest event is as posting begins: the engine's share
+        # (conflation window included) of what a subscriber waits.
+        age_ms = round(time.time() * 1_000 - update.since / 1_000, 1)
+        subscribers = self.registry.market_subscribers(update.market)
+        outbox = render_market(
+            self.markets(), update, subscribers, lambda: self._book(update.market)
+        )
+        return {**self.deliver(outbox, function_name, started), "age_ms": age_ms}
 
     def deliver(
         self, outbox: Outbox, function_name: str | None, started: float | None = None
