@@ -20,16 +20,20 @@ formats (with :mod:`cloudex.views`) when it answers. Keys are in :mod:`cloudex.n
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
+from cloudex import names
 from cloudex.enums import MarketState
 from cloudex.markets import AssetSpec, MarketRules, MarketSpec, compile_market
 from cloudex.messages import OrderClosed, OrderView, Ticker, TradeExecuted
 
 __all__ = [
     "Markets",
+    "MarketsCache",
     "DepthSnapshot",
     "MarketEntry",
     "encode_value",
@@ -123,3 +127,23 @@ class Markets:
 
     def state(self, symbol: str) -> MarketState:
         return self.rules[symbol].spec.state
+
+
+class MarketsCache:
+    """:class:`Markets` read from Redis at most once per ``ttl_s``: a market state or fee
+    change shows that much late. Used by every function that formats or validates."""
+
+    def __init__(self, client: Any, ttl_s: float) -> None:
+        self.client = client
+        self.ttl_s = ttl_s
+        self._cached: tuple[float, Markets] | None = None
+
+    def get(self) -> Markets:
+        cached = self._cached
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.ttl_s:
+            return cached[1]
+        data = self.client.get(names.markets_key())
+        markets = Markets.of(decode_markets(data) if data else [])
+        self._cached = (now, markets)
+        return markets

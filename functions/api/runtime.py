@@ -19,9 +19,9 @@ import psycopg
 import redis
 from aws_lambda_powertools import Logger, Tracer
 
-from cloudex import names
 from cloudex.api_keys import ApiKey, ApiKeyCache
-from cloudex.cache import Markets, decode_markets
+from cloudex.cache import Markets, MarketsCache
+from cloudex.pg import ThreadConnections
 from functions.api.settings import ApiSettings
 
 __all__ = ["SERVICE", "METRICS_NAMESPACE", "logger", "tracer", "Runtime"]
@@ -42,7 +42,8 @@ class Runtime:
         # Endpoint from AWS_ENDPOINT_URL(_SQS) when set: LocalStack locally, SQS in AWS.
         self.sqs = sqs if sqs is not None else boto3.client("sqs")
         self._local = threading.local()
-        self._markets: tuple[float, Markets] | None = None
+        self._connections = ThreadConnections(settings.database_url)
+        self._markets = MarketsCache(self.redis, settings.markets_cache_ttl_s)
         self._keys = ApiKeyCache(settings.key_cache_ttl_s)
 
     # -- CLOCK --------------------------------------------------------------------------------
@@ -54,16 +55,8 @@ class Runtime:
     # -- POSTGRESQL ---------------------------------------------------------------------------
 
     def db(self) -> psycopg.Connection:
-        """This thread's connection, reopened when it broke (RDS Proxy and failovers drop
-        idle ones). Autocommit: every request only reads, or writes one statement."""
-        conn: psycopg.Connection | None = getattr(self._local, "db", None)
-        if conn is not None and (conn.closed or conn.broken):
-            conn.close()
-            conn = None
-        if conn is None:
-            conn = psycopg.connect(self.settings.database_url, autocommit=True, connect_timeout=5)
-            self._local.db = conn
-        return conn
+        """This thread's connection (see :class:`~cloudex.pg.ThreadConnections`)."""
+        return self._connections.get()
 
     # -- REDIS SUBSCRIPTION -------------------------------------------------------------------
 
@@ -85,14 +78,7 @@ class Runtime:
     # -- MARKETS ------------------------------------------------------------------------------
 
     def markets(self) -> Markets:
-        cached = self._markets
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < self.settings.markets_cache_ttl_s:
-            return cached[1]
-        data = self.redis.get(names.markets_key())
-        markets = Markets.of(decode_markets(data) if data else [])
-        self._markets = (now, markets)
-        return markets
+        return self._markets.get()
 
     # -- API KEYS -----------------------------------------------------------------------------
 
@@ -106,7 +92,5 @@ class Runtime:
 
     def close(self) -> None:
         self.drop_pubsub()
-        conn = getattr(self._local, "db", None)
-        if conn is not None:
-            conn.close()
+        self._connections.close()
         self.redis.close()

@@ -6,16 +6,13 @@ first request that needs it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 import msgspec
 
+from cloudex.env_settings import SettingsError, settings_from_env
+
 __all__ = ["ApiSettings", "SettingsError"]
-
-
-class SettingsError(ValueError):
-    pass
 
 
 class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,31 +42,11 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
-        env = os.environ if env is None else env
-        missing = [
-            name for name in ("ORDERS_QUEUE_URL", "REDIS_URL", "DATABASE_URL") if not env.get(name)
-        ]
-        if missing:
-            raise SettingsError(f"missing environment variables: {', '.join(missing)}")
-        raw: dict[str, object] = {}
-        for field in msgspec.structs.fields(cls):
-            value = env.get(field.name.upper())
-            if value is not None and value != "":
-                raw[field.name] = value
-        try:
-            settings = msgspec.convert(raw, cls, strict=False)
-        except msgspec.ValidationError as exc:
-            raise SettingsError(f"invalid setting: {exc}") from exc
         # A zero rate or burst would refuse every request, a negative or NaN timeout answer
         # TIMEOUT at once: misconfigurations, refused here with the variable's name.
-        wrong = [
-            f"{name.upper()} must be {low}..{high}, got {getattr(settings, name)!r}"
-            for name, low, high in _RANGES
-            if not low <= getattr(settings, name) <= high  # NaN fails too
-        ]
-        if wrong:
-            raise SettingsError("; ".join(wrong))
-        return settings
+        return settings_from_env(
+            cls, env, required=("ORDERS_QUEUE_URL", "REDIS_URL", "DATABASE_URL"), ranges=_RANGES
+        )
 
 
 _RANGES: tuple[tuple[str, float, float], ...] = (

@@ -25,7 +25,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
 from cloudex import names
-from cloudex.cache import DepthSnapshot, Markets, decode_depth, decode_markets
+from cloudex.cache import DepthSnapshot, Markets, MarketsCache, decode_depth
 from cloudex.market_data import (
     FanoutShard,
     PrivateUpdate,
@@ -60,7 +60,7 @@ class Fanout:
         self.registry = SubscriptionRegistry(self.redis)
         self.management = management or boto3.client(
             "apigatewaymanagementapi",
-            endpoint_url=settings.management_endpoint,
+            endpoint_url=settings.ws_management_endpoint,
             config=Config(
                 parameter_validation=False,  # our own well-formed calls; saves CPU per post
                 max_pool_connections=settings.post_threads,
@@ -72,7 +72,7 @@ class Fanout:
         self._lambda = lambda_client
         self.poster = Poster(self.management, self.registry.remove, settings.post_threads)
         self._shards = ThreadPoolExecutor(max_workers=8, thread_name_prefix="shard")
-        self._markets: tuple[float, Markets] | None = None
+        self._markets = MarketsCache(self.redis, settings.markets_cache_ttl_s)
 
     def lambda_client(self) -> Any:
         if self._lambda is None:
@@ -83,14 +83,7 @@ class Fanout:
         return self._lambda
 
     def markets(self) -> Markets:
-        cached = self._markets
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < self.settings.markets_cache_ttl_s:
-            return cached[1]
-        data = self.redis.get(names.markets_key())
-        markets = Markets.of(decode_markets(data) if data else [])
-        self._markets = (now, markets)
-        return markets
+        return self._markets.get()
 
     def _book(self, market: str) -> DepthSnapshot | None:
         data = self.redis.get(names.depth_key(market))

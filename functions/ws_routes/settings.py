@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 import msgspec
 
+from cloudex.env_settings import SettingsError, settings_from_env
+
 __all__ = ["WsSettings", "SettingsError"]
-
-
-class SettingsError(ValueError):
-    pass
 
 
 class WsSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -27,20 +24,15 @@ class WsSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WsSettings:
-        env = os.environ if env is None else env
-        missing = [name for name in ("REDIS_URL", "DATABASE_URL") if not env.get(name)]
-        if missing:
-            raise SettingsError(f"missing environment variables: {', '.join(missing)}")
-        raw: dict[str, object] = {}
-        for field in msgspec.structs.fields(cls):
-            value = env.get(field.name.upper())
-            if value is not None and value != "":
-                raw[field.name] = value
-        try:
-            settings = msgspec.convert(raw, cls, strict=False)
-        except msgspec.ValidationError as error:
-            raise SettingsError(str(error)) from None
-        for name in ("max_subscriptions", "max_window_ms"):
-            if getattr(settings, name) <= 0:
-                raise SettingsError(f"{name.upper()} must be positive")
-        return settings
+        return settings_from_env(
+            cls,
+            env,
+            required=("REDIS_URL", "DATABASE_URL"),
+            ranges=(
+                ("max_subscriptions", 1, 10_000),
+                ("max_window_ms", 1, 600_000),
+                ("max_clock_skew_ms", 0, 600_000),
+                ("key_cache_ttl_s", 0, 3_600),
+                ("markets_cache_ttl_s", 0, 3_600),
+            ),
+        )
