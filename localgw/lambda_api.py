@@ -100,17 +100,16 @@ import signal
 import socket
 import struct
 import sys
-import threading
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from localgw.lambda_context import ACCOUNT_ID, REGION, LambdaContext
+from localgw.server import ThreadedServer, catch_stop_signals
 
 if TYPE_CHECKING:
     # The server's imports happen where it runs, not here: every worker process imports this
@@ -721,7 +720,7 @@ class _FunctionPool:
         return list(self._exiting)
 
 
-class LambdaService:
+class LambdaService(ThreadedServer):
     """The Lambda Invoke API for ``functions``, served on its own thread and event loop.
 
     Parameters
@@ -731,6 +730,11 @@ class LambdaService:
     host, port
         Where to listen; port 0 picks a free one (see ``endpoint_url`` once started).
     """
+
+    _thread_name = "lambda-api"
+    _description = "the Lambda service"
+    _logger = logger
+    _stop_grace_s = _STOP_GRACE_S
 
     def __init__(
         self,
@@ -742,14 +746,10 @@ class LambdaService:
         for name in functions:
             if not _PLAIN_NAME.fullmatch(name):
                 raise ValueError(f"a function name is 1-64 of [a-zA-Z0-9_-], was {name!r}")
+        super().__init__(host=host, port=port)
         self.functions = dict(functions)
-        self.host = host
-        self.port = port
         self._endpoint_url: str | None = None
         self._pools: dict[str, _FunctionPool] = {}
-        self._server_thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._shutdown: asyncio.Event | None = None
         self._leftover_processes: list[SpawnProcess] = []
 
     @property
@@ -763,21 +763,8 @@ class LambdaService:
 
     def start(self) -> LambdaService:
         """Start serving; return once it accepts connections. Workers start on demand."""
-        if self._server_thread is not None:
-            raise RuntimeError("the Lambda service is already started")
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        self._server_thread = threading.Thread(
-            target=self._serve_forever, args=(ready, failure), name="lambda-api", daemon=True
-        )
-        self._server_thread.start()
-        ready.wait()
-        if failure:
-            self._server_thread.join()
-            self._server_thread = None
-            raise failure[0]
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        self._endpoint_url = f"http://{host}:{self.port}"
+        super().start()
+        self._endpoint_url = f"http://{self._authority}"
         # Before multiprocessing's own exit hook, which would wait for the workers forever.
         atexit.register(self.stop)
         return self
@@ -785,17 +772,11 @@ class LambdaService:
     def stop(self) -> None:
         """Stop serving, then end every worker. Invocations in flight get ``_STOP_GRACE_S``;
         a worker still running after that is killed."""
-        thread, loop, shutdown = self._server_thread, self._loop, self._shutdown
-        if thread is None:
-            return
-        atexit.unregister(self.stop)
-        if loop is not None and shutdown is not None:
-            loop.call_soon_threadsafe(shutdown.set)
-        thread.join()
-        self._server_thread = None
+        atexit.unregister(self.stop)  # nothing, when not started
+        super().stop()
         self._endpoint_url = None
         processes, self._leftover_processes = self._leftover_processes, []
-        deadline = time.monotonic() + _STOP_GRACE_S
+        deadline = time.monotonic() + self._stop_grace_s
         for process in processes:
             process.join(max(0.0, deadline - time.monotonic()))
         for process in processes:
@@ -804,39 +785,11 @@ class LambdaService:
                 process.kill()
                 process.join(_EXIT_WAIT_S)
 
-    def __enter__(self) -> LambdaService:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     # -- SERVER -------------------------------------------------------------------------------
 
-    def _serve_forever(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve(ready))
-        except BaseException as exc:
-            if ready.is_set():
-                logger.exception("the Lambda service failed")
-            else:
-                failure.append(exc)
-        finally:
-            ready.set()
-            self._loop = None
-            _close_loop(loop)
-
-    async def _serve(self, ready: threading.Event) -> None:
+    async def _serve(self) -> None:
         from aiohttp import web
 
-        self._shutdown = asyncio.Event()
         loop = asyncio.get_running_loop()
         mp_context = multiprocessing.get_context("spawn")
         self._pools = {
@@ -846,18 +799,9 @@ class LambdaService:
         # Read bodies up to twice the limit, to answer 413 rather than reset the connection.
         app = web.Application(client_max_size=2 * SYNC_PAYLOAD_LIMIT_BYTES)
         app.router.add_post(_INVOKE_PATH, self._handle_invoke)
-        runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=_STOP_GRACE_S
-        )
-        await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self.port)
-            await site.start()
-            self.port = int(runner.addresses[0][1])
-            ready.set()
-            await self._shutdown.wait()
+            await self._serve_app(app, shutdown_timeout=_STOP_GRACE_S)
         finally:
-            await runner.cleanup()
             for pool in self._pools.values():
                 self._leftover_processes.extend(pool.close())
             self._pools = {}
@@ -982,21 +926,6 @@ def _throttled(request_id: str, reason: str) -> web.Response:
     return _api_error(429, "TooManyRequestsException", "Rate Exceeded.", request_id, Reason=reason)
 
 
-def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
-    try:
-        pending = asyncio.all_tasks(loop)
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-    except Exception:
-        logger.debug("closing an event loop", exc_info=True)
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
-
-
 # -- COMMAND LINE -----------------------------------------------------------------------------
 
 _OVERRIDES = {
@@ -1058,13 +987,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--function {option}: {exc}")
         functions[name] = config
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    wait_for_stop_signal = catch_stop_signals()
     with LambdaService(functions, host=args.host, port=args.port) as service:
         for name, config in functions.items():
             logger.info(
@@ -1076,8 +999,7 @@ def main(argv: list[str] | None = None) -> int:
                 config.memory_mb,
             )
         logger.info("Lambda API on %s", service.endpoint_url)
-        while not stop.wait(0.5):
-            pass
+        wait_for_stop_signal()
         logger.info("stopping")
     return 0
 

@@ -62,24 +62,18 @@ argument, so it stays out of ``ps``)::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import binascii
-import concurrent.futures
 import hmac
 import json
 import logging
 import os
 import posixpath
-import queue
-import signal
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -88,6 +82,12 @@ from multidict import CIMultiDict
 
 from localgw.handlers import import_handler
 from localgw.lambda_context import ACCOUNT_ID, LambdaContext
+from localgw.server import (
+    LambdaWorkers,
+    ThreadedServer,
+    catch_stop_signals,
+    close_loop,  # re-exported: it was defined here
+)
 
 __all__ = [
     "LambdaHandler",
@@ -382,10 +382,8 @@ def _gateway_response(
 
 # -- THE GATEWAY ------------------------------------------------------------------------------
 
-_Job = tuple["concurrent.futures.Future[Any]", dict[str, Any], float]
 
-
-class RestGateway:
+class RestGateway(ThreadedServer):
     """Serve ``handler`` as API Gateway's REST API with a Lambda proxy integration would.
 
     ``workers`` threads stand for that many warm Lambda containers: each runs one invocation at
@@ -396,8 +394,16 @@ class RestGateway:
     every admin request is refused).
 
     Use it as a context manager, or call :meth:`start` and :meth:`stop`; after ``start()``,
-    ``port`` and ``url`` say where it listens (``port=0`` picks a free port).
+    ``port`` and ``url`` say where it listens (``port=0`` picks a free port). ``stop()`` stops
+    serving, then the workers: requests in flight and running invocations get
+    ``_STOP_GRACE_S`` each; a handler still running after that is left to finish on its daemon
+    thread.
     """
+
+    _thread_name = "rest-gateway"
+    _description = "the REST gateway"
+    _logger = logger
+    _stop_grace_s = _STOP_GRACE_S
 
     def __init__(
         self,
@@ -412,13 +418,13 @@ class RestGateway:
         max_body_bytes: int = MAX_REQUEST_BYTES,
         function_name: str = "api",
     ) -> None:
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, was {workers}")
+        lambda_workers = LambdaWorkers(
+            workers, name_prefix=f"lambda-{function_name}", logger=logger
+        )
+        super().__init__(host=host, port=port, workers=lambda_workers)
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, was {timeout_s}")
         self.handler = handler
-        self.host = host
-        self.port = port
         self.workers = workers
         self.timeout_s = timeout_s
         self.stage = stage
@@ -426,158 +432,22 @@ class RestGateway:
         self.function_name = function_name
         self.url = ""
         self._admin_token = admin_token.encode() if admin_token else None
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._worker_threads: list[threading.Thread] = []
-        self._server_thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._shutdown: asyncio.Event | None = None
-
-    # -- LIFECYCLE ----------------------------------------------------------------------------
+        self._lambda_workers = lambda_workers  # the base class's workers, known to be there
 
     def start(self) -> RestGateway:
         """Start the workers and the server; return once it accepts connections."""
-        if self._server_thread is not None:
-            raise RuntimeError("the gateway is already started")
-        self._jobs = queue.SimpleQueue()  # a worker left busy by an earlier stop() keeps its own
-        for index in range(self.workers):
-            thread = threading.Thread(
-                target=self._work,
-                args=(self._jobs,),
-                name=f"lambda-{self.function_name}-{index}",
-                daemon=True,
-            )
-            thread.start()
-            self._worker_threads.append(thread)
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        self._server_thread = threading.Thread(
-            target=self._serve_forever, args=(ready, failure), name="rest-gateway", daemon=True
-        )
-        self._server_thread.start()
-        ready.wait()
-        if failure:
-            self._server_thread.join()
-            self._server_thread = None
-            self._stop_workers(grace_s=0.0)
-            raise failure[0]
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        self.url = f"http://{host}:{self.port}"
+        super().start()
+        self.url = f"http://{self._authority}"
         return self
-
-    def stop(self) -> None:
-        """Stop serving, then the workers. Requests in flight and running invocations get
-        ``_STOP_GRACE_S`` each; a handler still running after that is left to finish on its
-        daemon thread."""
-        thread, loop, shutdown = self._server_thread, self._loop, self._shutdown
-        if thread is None:
-            return
-        if loop is not None and shutdown is not None:
-            loop.call_soon_threadsafe(shutdown.set)
-        thread.join()
-        self._server_thread = None
-        self._stop_workers(_STOP_GRACE_S)
-
-    def __enter__(self) -> RestGateway:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _stop_workers(self, grace_s: float) -> None:
-        while True:  # requests still queued will never run
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                job[0].cancel()
-        for _ in self._worker_threads:
-            self._jobs.put(None)
-        deadline = time.monotonic() + grace_s
-        for thread in self._worker_threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        busy = [thread.name for thread in self._worker_threads if thread.is_alive()]
-        if busy:
-            logger.warning("stopped with invocations still running on %s", ", ".join(busy))
-        self._worker_threads = []
-
-    # -- WORKERS ------------------------------------------------------------------------------
-
-    def _work(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
-        # One warm container: its own event loop, current for this thread, before the first
-        # invocation (Mangum's asyncio.get_event_loop() raises in a thread without one).
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        log_stream = f"{time.strftime('%Y/%m/%d')}/[$LATEST]{uuid.uuid4().hex}"
-        try:
-            while (job := jobs.get()) is not None:
-                future, event, deadline = job
-                if not future.set_running_or_notify_cancel():
-                    continue  # API Gateway gave up while it was queued
-                context = LambdaContext(
-                    self.function_name, deadline=deadline, log_stream_name=log_stream
-                )
-                try:
-                    result = self.handler(event, context)
-                except BaseException as exc:  # what the runtime reports as a function error
-                    future.set_exception(exc)
-                else:
-                    future.set_result(result)
-                if time.monotonic() > deadline:
-                    logger.warning(
-                        "request %s: the handler returned %.1f s after the integration timeout;"
-                        " its response was discarded",
-                        event["requestContext"]["requestId"],
-                        time.monotonic() - deadline,
-                    )
-        finally:
-            close_loop(loop)
 
     # -- SERVER -------------------------------------------------------------------------------
 
-    def _serve_forever(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve(ready))
-        except BaseException as exc:
-            if ready.is_set():
-                logger.exception("the REST gateway failed")
-            else:
-                failure.append(exc)
-        finally:
-            ready.set()
-            self._loop = None
-            close_loop(loop)
-
-    async def _serve(self, ready: threading.Event) -> None:
-        self._shutdown = asyncio.Event()
+    async def _serve(self) -> None:
         # The body limit is checked by this app, which answers API Gateway's 413.
         app = web.Application(client_max_size=self.max_body_bytes)
         app.router.add_route("*", r"/{tail:[\s\S]*}", self._handle)
         # API Gateway (without content encoding enabled) passes a compressed body on as it is.
-        runner = web.AppRunner(
-            app,
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=_STOP_GRACE_S,
-            auto_decompress=False,
-        )
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self.host, self.port)
-            await site.start()
-            self.port = int(runner.addresses[0][1])
-            ready.set()
-            await self._shutdown.wait()
-        finally:
-            await runner.cleanup()
+        await self._serve_app(app, shutdown_timeout=_STOP_GRACE_S, auto_decompress=False)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         request_id = str(uuid.uuid4())
@@ -621,14 +491,24 @@ class RestGateway:
             logger.error("request %s: the event is over Lambda's 6 MB payload limit", request_id)
             return _internal_error(request_id)
 
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._jobs.put((future, event, deadline))
-        invocation = asyncio.wrap_future(future)
-        try:
-            await asyncio.wait({invocation}, timeout=max(0.0, deadline - time.monotonic()))
-        finally:
-            if not invocation.done():  # timed out, or the gateway is stopping
-                invocation.cancel()  # a queued invocation never starts; a running one runs on
+        def invoke(log_stream_name: str) -> Any:  # on a worker
+            context = LambdaContext(
+                self.function_name, deadline=deadline, log_stream_name=log_stream_name
+            )
+            try:
+                return self.handler(event, context)
+            finally:
+                if time.monotonic() > deadline:
+                    logger.warning(
+                        "request %s: the handler returned %.1f s after the integration timeout;"
+                        " its response was discarded",
+                        request_id,
+                        time.monotonic() - deadline,
+                    )
+
+        invocation = await self._lambda_workers.invoke(
+            invoke, timeout_s=max(0.0, deadline - time.monotonic())
+        )
         if invocation.cancelled():
             logger.warning(
                 "request %s: %s %s timed out after %.1f s",
@@ -707,21 +587,6 @@ def _json_size(payload: Any) -> int:
     return len(json.dumps(payload, separators=(",", ":"), allow_nan=False).encode())
 
 
-def close_loop(loop: asyncio.AbstractEventLoop) -> None:
-    try:
-        pending = asyncio.all_tasks(loop)
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-    except Exception:
-        logger.debug("closing an event loop", exc_info=True)
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
-
-
 # -- COMMAND LINE -----------------------------------------------------------------------------
 
 
@@ -744,13 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     # functions.api.handler:handler -> api, as the function is named in infra/.
     handler_path = args.handler.replace(":", ".").split(".")
     function_name = args.function_name or handler_path[max(0, len(handler_path) - 3)]
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    wait_for_stop_signal = catch_stop_signals()
     gateway = RestGateway(
         handler,
         host=args.host,
@@ -762,8 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     with gateway:
         print(f"listening on {gateway.url}", flush=True)
-        while not stop.wait(0.5):
-            pass
+        wait_for_stop_signal()
     return 0
 
 

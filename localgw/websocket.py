@@ -98,20 +98,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import concurrent.futures
 import json
 import logging
 import os
-import queue
-import signal
 import sys
-import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Final
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -121,11 +116,11 @@ from localgw.handlers import import_handler
 from localgw.lambda_context import LambdaContext
 from localgw.rest import (  # events of the same conventions as the REST gateway's
     LambdaHandler,
-    close_loop,
     format_request_time,
     group_headers,
     query_parameters,
 )
+from localgw.server import LambdaWorkers, ThreadedServer, catch_stop_signals
 
 __all__ = [
     "API_ID",
@@ -484,18 +479,21 @@ class _Connection:
             self.close_code, self.close_reason = code, reason
 
 
-_Job = tuple["concurrent.futures.Future[Any]", LambdaHandler, str, dict[str, Any]]
-
-
 # -- THE GATEWAY ------------------------------------------------------------------------------
 
 
-class WebSocketGateway:
+class WebSocketGateway(ThreadedServer):
     """An API Gateway WebSocket API (Lambda proxy routes ``$connect``, ``$disconnect`` and
     ``$default``) and its management API, served on one port from a thread of its own.
 
     ``start()`` returns once it listens (``port=0`` picks a free port); ``stop()`` closes every
-    connection (each gets its ``$disconnect``), then the server. Usable as a context manager."""
+    connection with 1001 and runs its ``$disconnect`` (``_STOP_GRACE_S`` in all), stops serving,
+    then stops the workers. Usable as a context manager."""
+
+    _thread_name = "ws-gateway"
+    _description = "the WebSocket gateway"
+    _logger = logger
+    _stop_grace_s = _STOP_GRACE_S
 
     def __init__(
         self,
@@ -514,8 +512,7 @@ class WebSocketGateway:
         send_buffer_bytes: int = SEND_BUFFER_BYTES,
         integration_timeout_s: float = INTEGRATION_TIMEOUT_S,
     ) -> None:
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, was {workers}")
+        lambda_workers = LambdaWorkers(workers, name_prefix="lambda-ws", logger=logger)
         for name, value in (
             ("idle_timeout_s", idle_timeout_s),
             ("max_duration_s", max_duration_s),
@@ -528,11 +525,10 @@ class WebSocketGateway:
                 raise ValueError(f"{name} must be positive, was {value}")
         if not stage or "/" in stage:
             raise ValueError(f"a stage is one path segment, not {stage!r}")
+        super().__init__(host=host, port=port, workers=lambda_workers)
         self.connect_handler = connect
         self.disconnect_handler = disconnect
         self.default_handler = default
-        self.host = host
-        self.port = port
         self.workers = workers
         self.stage = stage
         self.idle_timeout_s = idle_timeout_s
@@ -547,18 +543,9 @@ class WebSocketGateway:
         self._unfinished: set[_Connection] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._worker_threads: list[threading.Thread] = []
-        self._server_thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._shutdown: asyncio.Event | None = None
+        self._lambda_workers = lambda_workers  # the base class's workers, known to be there
 
     # -- PROPERTIES ---------------------------------------------------------------------------
-
-    @property
-    def _authority(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -575,98 +562,7 @@ class WebSocketGateway:
         """How many connections are open (accepted, and not closing)."""
         return len(self._connections)
 
-    # -- LIFECYCLE ----------------------------------------------------------------------------
-
-    def start(self) -> WebSocketGateway:
-        """Start the workers and the server; return once it accepts connections."""
-        if self._server_thread is not None:
-            raise RuntimeError("the gateway is already started")
-        self._stopping = False
-        self._jobs = queue.SimpleQueue()  # a worker left busy by an earlier stop() keeps its own
-        for index in range(self.workers):
-            thread = threading.Thread(
-                target=self._work, args=(self._jobs,), name=f"lambda-ws-{index}", daemon=True
-            )
-            thread.start()
-            self._worker_threads.append(thread)
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        self._server_thread = threading.Thread(
-            target=self._serve_forever, args=(ready, failure), name="ws-gateway", daemon=True
-        )
-        self._server_thread.start()
-        ready.wait()
-        if failure:
-            self._server_thread.join()
-            self._server_thread = None
-            self._stop_workers(grace_s=0.0)
-            raise failure[0]
-        return self
-
-    def stop(self) -> None:
-        """Close every connection with 1001 and run its ``$disconnect`` (``_STOP_GRACE_S`` in
-        all), stop serving, then stop the workers."""
-        thread, loop, shutdown = self._server_thread, self._loop, self._shutdown
-        if thread is None:
-            return
-        if loop is not None and shutdown is not None:
-            loop.call_soon_threadsafe(shutdown.set)
-        thread.join()
-        self._server_thread = None
-        self._stop_workers(_STOP_GRACE_S)
-
-    def __enter__(self) -> WebSocketGateway:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _stop_workers(self, grace_s: float) -> None:
-        while True:  # invocations still queued will never run
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                job[0].cancel()
-        for _ in self._worker_threads:
-            self._jobs.put(None)
-        deadline = time.monotonic() + grace_s
-        for thread in self._worker_threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        busy = [thread.name for thread in self._worker_threads if thread.is_alive()]
-        if busy:
-            logger.warning("stopped with invocations still running on %s", ", ".join(busy))
-        self._worker_threads = []
-
     # -- WORKERS ------------------------------------------------------------------------------
-
-    def _work(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
-        # One warm container, as in the REST gateway: its own event loop, current for the thread.
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        log_stream = f"{time.strftime('%Y/%m/%d')}/[$LATEST]{uuid.uuid4().hex}"
-        try:
-            while (job := jobs.get()) is not None:
-                future, handler, function_name, event = job
-                if not future.set_running_or_notify_cancel():
-                    continue  # API Gateway gave up while it was queued
-                context = LambdaContext(
-                    function_name, timeout_s=self.integration_timeout_s, log_stream_name=log_stream
-                )
-                try:
-                    result = handler(event, context)
-                except BaseException as exc:  # what the runtime reports as a function error
-                    future.set_exception(exc)
-                else:
-                    future.set_result(result)
-        finally:
-            close_loop(loop)
 
     async def _invoke(
         self, handler: LambdaHandler, function_name: str, event: dict[str, Any]
@@ -679,38 +575,24 @@ class WebSocketGateway:
             If it did not return within the integration timeout (counting its wait for a
             worker); it runs on all the same, as in AWS.
         """
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._jobs.put((future, handler, function_name, event))
-        invocation = asyncio.wrap_future(future)
-        try:
-            await asyncio.wait({invocation}, timeout=self.integration_timeout_s)
-        finally:
-            if not invocation.done():  # timed out, or the gateway is stopping
-                invocation.cancel()  # a queued invocation never starts; a running one runs on
+
+        def invoke(log_stream_name: str) -> Any:  # on a worker
+            context = LambdaContext(
+                function_name,
+                timeout_s=self.integration_timeout_s,
+                log_stream_name=log_stream_name,
+            )
+            return handler(event, context)
+
+        invocation = await self._lambda_workers.invoke(invoke, timeout_s=self.integration_timeout_s)
         if invocation.cancelled():
             raise IntegrationTimeout(f"{function_name} timed out")
         return invocation.result()
 
     # -- SERVER -------------------------------------------------------------------------------
 
-    def _serve_forever(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve(ready))
-        except BaseException as exc:
-            if ready.is_set():
-                logger.exception("the WebSocket gateway failed")
-            else:
-                failure.append(exc)
-        finally:
-            ready.set()
-            self._loop = None
-            close_loop(loop)
-
-    async def _serve(self, ready: threading.Event) -> None:
-        self._shutdown = asyncio.Event()
+    async def _serve(self) -> None:
+        self._stopping = False  # from an earlier stop(), when started again
         # aiohttp refuses a body over the limit as it reads it; _post answers that with a 413.
         app = web.Application(client_max_size=self.max_message_bytes)
         connection_path = "/@connections/{connection_id}"
@@ -719,19 +601,7 @@ class WebSocketGateway:
         app.router.add_get("/", self._accept)
         app.router.add_get(f"/{self.stage}", self._accept)
         app.router.add_route("*", r"/{tail:[\s\S]*}", self._forbidden)
-        runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=_CLOSE_GRACE_S
-        )
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self.host, self.port)
-            await site.start()
-            self.port = int(runner.addresses[0][1])
-            ready.set()
-            await self._shutdown.wait()
-            await self._close_all()
-        finally:
-            await runner.cleanup()
+        await self._serve_app(app, on_stop=self._close_all, shutdown_timeout=_CLOSE_GRACE_S)
 
     async def _close_all(self) -> None:
         self._stopping = True
@@ -1160,13 +1030,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    wait_for_stop_signal = catch_stop_signals()
     gateway = WebSocketGateway(
         import_handler(args.connect),
         import_handler(args.disconnect),
@@ -1183,8 +1047,7 @@ def main(argv: list[str] | None = None) -> int:
             f"listening on {gateway.url} (management API {gateway.management_endpoint})",
             flush=True,
         )
-        while not stop.wait(0.5):
-            pass
+        wait_for_stop_signal()
     return 0
 
 

@@ -57,6 +57,7 @@ def test_no_gap_in_depth_ids_across_10000_orders_and_engine_crashes(ws_stack: Ap
     time.sleep(0.5)
     snapshot = rest_depth(ws_stack)
     crash_points = {len(commands) // 3, 2 * len(commands) // 3}
+    outage_point = len(commands) // 2  # the fan-out down a while, the engine carrying on
     with ThreadPoolExecutor(8) as pool:
         for start in range(0, len(commands), 500):
             chunk = commands[start : start + 500]
@@ -65,7 +66,14 @@ def test_no_gap_in_depth_ids_across_10000_orders_and_engine_crashes(ws_stack: Ap
                 # The worst moment to die: the fan-out is unreachable, so the engine has
                 # matched and journaled this chunk but delivered none of its market data.
                 ws_stack.stop_fanout()
+            outage = start <= outage_point < start + 500
+            if outage:
+                ws_stack.stop_fanout()
             list(pool.map(engines.send, chunk))
+            if outage:
+                # Every delivery meanwhile failed and is retried with the very same update.
+                engines.wait_results([c.id for c in chunk], timeout_s=120)
+                ws_stack.start_fanout()
             if crash:
                 engines.wait_results([c.id for c in chunk], timeout_s=120)
                 ws_stack.restart_engine(kill=True)

@@ -5,6 +5,7 @@ route handlers into the Redis registry."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import time
 from typing import Any
@@ -96,11 +97,34 @@ def test_bad_frames_get_an_error_frame_and_the_connection_carries_on(ws_stack: A
         # Unsigned private streams are refused, and nothing of them is registered.
         unsigned = await client.subscribe("account.orderUpdate", request_id=6)
         assert unsigned is not None and unsigned["error"]["code"] == 4004
+        stale = signing.ws_subscribe_signature(
+            maker.api_key, maker.secret, timestamp_ms=int(time.time() * 1000) - 70_000
+        )
+        expired = await client.subscribe("account.orderUpdate", signature=stale, request_id=8)
+        assert expired is not None and expired["error"]["code"] == 4003
+        crowded = await client.subscribe(*["depth.SOL_USDC"] * 51, request_id=10)
+        assert crowded is not None and crowded["error"]["code"] == 4000
         assert await client.subscribe("trade.SOL_USDC", request_id=7) == {"id": 7, "result": None}
         await in_thread(cross, ws_stack, maker, taker)
         frames = await client.collect(lambda fs: bool(of(fs, "trade.SOL_USDC")))
         assert not [f for f in frames if "error" in f]
         assert not client.closed.is_set()
+        await client.close()
+
+    asyncio.run(run())
+
+
+def test_a_quiet_book_gets_sequenced_heartbeat_deltas(ws_stack: ApiStack) -> None:
+    """Nothing trades on TATA_INR: its depth stream still moves, one id at a time, so a
+    client that waits for several deltas before syncing (ccxt waits for 11) gets there."""
+
+    async def run() -> None:
+        client = await WsClient.open(ws_stack.ws_url)
+        await client.subscribe("depth.TATA_INR")
+        frames = await client.collect(lambda fs: len(of(fs, "depth.TATA_INR")) >= 3, 10)
+        deltas = [f["data"] for f in of(frames, "depth.TATA_INR")]
+        assert all(d["b"] == [] and d["a"] == [] for d in deltas)
+        assert all(b["U"] == a["u"] + 1 for a, b in itertools.pairwise(deltas))
         await client.close()
 
     asyncio.run(run())
