@@ -211,8 +211,10 @@ class LambdaFanoutSink:
                 Payload=payload,
             )
             self.invocations += 1
+            # Read to the end: an unread body keeps its connection out of the pool.
+            body = response["Payload"].read()
             if response.get("FunctionError"):
-                detail = response["Payload"].read()[:500].decode("utf-8", "replace")
+                detail = body[:500].decode("utf-8", "replace")
                 raise FanoutFailed(f"{self.function_name}: {response['FunctionError']}: {detail}")
 
 
