@@ -109,3 +109,67 @@ def test_no_gap_in_depth_ids_across_10000_orders_and_engine_crashes(ws_stack: Ap
     assert covered >= int(final["lastUpdateId"])
     assert book_bids == book_of(final["bids"]) and book_asks == book_of(final["asks"])
     print(f"{len(ranges)} depth updates, {repeats} repeated after crashes, last id {covered}")
+
+
+def test_private_updates_journaled_but_never_delivered_arrive_after_a_crash(
+    ws_stack: ApiStack,
+) -> None:
+    """Orders placed while the fan-out is unreachable, then the engine dies: the next engine
+    replays them and their orderAccepted and balance updates still reach their owner."""
+    trader = ws_stack.new_trader({"USDC": "1000"})
+    frames: list[Frame] = []
+    stop = threading.Event()
+    ready = threading.Event()
+
+    async def listen() -> None:
+        from cloudex import signing
+
+        client = await WsClient.open(ws_stack.ws_url)
+        signature = signing.ws_subscribe_signature(trader.api_key, trader.secret)
+        await client.subscribe("account.orderUpdate", "account.balanceUpdate", signature=signature)
+        ready.set()
+        while not stop.is_set():
+            try:
+                frames.append(await client.recv(0.5))
+            except TimeoutError:
+                continue
+        await client.close()
+
+    listener = threading.Thread(target=lambda: asyncio.run(listen()))
+    listener.start()
+    assert ready.wait(10)
+    ws_stack.stop_fanout()
+    placed = []
+    for price in ("90.00", "90.10", "90.20"):
+        response = ws_stack.signed(
+            trader,
+            "POST",
+            "/api/v1/order",
+            {"symbol": "SOL_USDC", "side": "Bid", "orderType": "Limit", "price": price,
+             "quantity": "1"},
+        )  # fmt: skip
+        assert response.status_code == 200, response.text
+        placed.append(response.json()["id"])
+    time.sleep(0.5)
+    assert not [f for f in frames if f.get("stream")]  # nothing could be delivered
+    ws_stack.restart_engine(kill=True)
+    ws_stack.start_fanout()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        accepted = [
+            f["data"]["i"]
+            for f in frames
+            if f.get("stream") == "account.orderUpdate" and f["data"]["e"] == "orderAccepted"
+        ]
+        if sorted(set(accepted)) == sorted(placed):
+            break
+        time.sleep(0.1)
+    stop.set()
+    listener.join(10)
+    assert sorted(set(accepted)) == sorted(placed)
+    locked = [
+        f["data"]["L"]
+        for f in frames
+        if f.get("stream") == "account.balanceUpdate" and f["data"]["a"] == "USDC"
+    ]
+    assert locked[-1] == "270.300000"  # 90.00 + 90.10 + 90.20, in order
