@@ -174,12 +174,14 @@ class ReplyCollector:
 
 
 def trading_workload(
-    rng: random.Random, accounts: int, orders: int, prefix: str = "c"
+    rng: random.Random, accounts: int, orders: int, prefix: str = "c", first_account: int = 1
 ) -> list[AnyCommand]:
-    """Deposits for every account, then limit orders around 100.00 that cross often, a few
-    withdrawals; ids are unique. The service stamps times, so ``ts`` is 0 here."""
+    """Deposits for every account (``first_account`` on), then limit orders around 100.00 that
+    cross often, a few withdrawals; ids are unique. The service stamps times, so ``ts`` is 0
+    here."""
     commands: list[AnyCommand] = []
-    for account in range(1, accounts + 1):
+    last_account = first_account + accounts - 1
+    for account in range(first_account, last_account + 1):
         commands.append(
             Deposit(
                 id=f"{prefix}-dep-usdc-{account}",
@@ -199,7 +201,7 @@ def trading_workload(
             )
         )
     for n in range(orders):
-        account = rng.randint(1, accounts)
+        account = rng.randint(first_account, last_account)
         if n % 50 == 49:
             commands.append(
                 Withdraw(

@@ -33,7 +33,10 @@ def book_of(levels: list[list[str]]) -> dict[Decimal, Decimal]:
 def test_no_gap_in_depth_ids_across_10000_orders_and_engine_crashes(ws_stack: ApiStack) -> None:
     assert ws_stack.engines is not None
     engines = ws_stack.engines
-    commands = trading_workload(random.Random(6), accounts=20, orders=ORDERS, prefix="seq")
+    # Accounts far above the ones the admin API hands out to the module's other tests.
+    commands = trading_workload(
+        random.Random(6), accounts=20, orders=ORDERS, prefix="seq", first_account=100_000
+    )
     frames: list[Frame] = []
     stop = threading.Event()
 
