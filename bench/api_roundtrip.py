@@ -351,20 +351,26 @@ class Stack:
                 self.engine.terminate()
             except Exception:
                 self.engine.kill()
-        for queue_url in self.queues:
-            try:
-                self.sqs.delete_queue(QueueUrl=queue_url)
-            except Exception as error:
-                log(f"deleting {queue_url}: {error}")
-        if self.database_url:
-            try:
-                drop_database(DATABASE)
-            except Exception as error:
-                log(f"dropping {DATABASE}: {error}")
+        release(self.sqs, self.queues, DATABASE if self.database_url else None, REDIS_URL)
+
+
+def release(sqs: Any, queues: Sequence[str], database: str | None, redis_url: str) -> None:
+    """Delete a bench's queues, drop its database and flush its Redis database, each on its
+    own (a failure is logged, the rest still done): what every bench stack leaves behind."""
+    for queue_url in queues:
         try:
-            redis.Redis.from_url(REDIS_URL).flushdb()
+            sqs.delete_queue(QueueUrl=queue_url)
         except Exception as error:
-            log(f"flushing {REDIS_URL}: {error}")
+            log(f"deleting {queue_url}: {error}")
+    if database:
+        try:
+            drop_database(database)
+        except Exception as error:
+            log(f"dropping {database}: {error}")
+    try:
+        redis.Redis.from_url(redis_url).flushdb()
+    except Exception as error:
+        log(f"flushing {redis_url}: {error}")
 
 
 def cpu_seconds(pid: int) -> float | None:

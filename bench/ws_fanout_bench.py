@@ -53,8 +53,8 @@ import aiohttp
 import boto3
 import redis
 
-from bench.api_roundtrip import Child, CpuMeter, median, percentile
-from bench.engine_service_bench import drop_database, fresh_database
+from bench.api_roundtrip import Child, CpuMeter, median, percentile, release
+from bench.engine_service_bench import fresh_database
 from cloudex.enums import OrderType, Side
 from cloudex.messages import Deposit, PlaceOrder
 from localgw.stack import EngineProcess, create_fifo_queue, free_port, send_command
@@ -225,17 +225,7 @@ class Stack:
                 child.stop()
             except Exception as error:
                 log(f"stopping {child.name}: {error}")
-        for queue_url in self.queues:
-            try:
-                self.sqs.delete_queue(QueueUrl=queue_url)
-            except Exception as error:
-                log(f"deleting {queue_url}: {error}")
-        if self.database_url:
-            try:
-                drop_database(DATABASE)
-            except Exception as error:
-                log(f"dropping {DATABASE}: {error}")
-        redis.Redis.from_url(REDIS_URL).flushdb()
+        release(self.sqs, self.queues, DATABASE if self.database_url else None, REDIS_URL)
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,8 @@ changed (contract §0, §7): every watch method a Backpack trader's bot uses."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from tests.integration.api_support import ApiStack, Trader
@@ -12,6 +13,17 @@ from tests.integration.api_support import ApiStack, Trader
 
 def funded(stack: ApiStack) -> Trader:
     return stack.new_trader({"SOL": "100", "BTC": "1", "ETH": "10", "USDC": "100000"})
+
+
+@contextlib.asynccontextmanager
+async def pro_exchanges(stack: ApiStack, *traders: Trader | None) -> AsyncIterator[list[Any]]:
+    """ccxt.pro clients (``None``: unsigned) with their markets loaded; closed after."""
+    exchanges = [stack.ccxt_pro(trader) for trader in traders]
+    try:
+        await asyncio.gather(*(exchange.load_markets() for exchange in exchanges))
+        yield exchanges
+    finally:
+        await asyncio.gather(*(exchange.close() for exchange in exchanges))
 
 
 async def watch_while(
@@ -49,11 +61,7 @@ def test_watch_order_book_syncs_to_the_rest_depth_after_a_burst(ws_stack: ApiSta
     maker, taker = funded(ws_stack), funded(ws_stack)
 
     async def run() -> None:
-        watcher = ws_stack.ccxt_pro()
-        maker_ex, taker_ex = ws_stack.ccxt_pro(maker), ws_stack.ccxt_pro(taker)
-        try:
-            await asyncio.gather(watcher.load_markets(), maker_ex.load_markets(),
-                                 taker_ex.load_markets())  # fmt: skip
+        async with pro_exchanges(ws_stack, None, maker, taker) as (watcher, maker_ex, taker_ex):
             first = asyncio.ensure_future(watcher.watch_order_book("SOL/USDC"))
             await asyncio.sleep(0.5)
             # A burst: resting orders on both sides, some crossing (default snapshotDelay 10:
@@ -71,8 +79,6 @@ def test_watch_order_book_syncs_to_the_rest_depth_after_a_burst(ws_stack: ApiSta
                 book = await asyncio.wait_for(watcher.watch_order_book("SOL/USDC"), 10)
             assert book["bids"] == rest["bids"] and book["asks"] == rest["asks"]
             assert len(book["bids"]) >= 10 and len(book["asks"]) >= 10
-        finally:
-            await asyncio.gather(watcher.close(), maker_ex.close(), taker_ex.close())
 
     asyncio.run(run())
 
@@ -81,11 +87,7 @@ def test_watch_trades_ticker_and_ohlcv(ws_stack: ApiStack) -> None:
     maker, taker = funded(ws_stack), funded(ws_stack)
 
     async def run() -> None:
-        watcher = ws_stack.ccxt_pro()
-        maker_ex, taker_ex = ws_stack.ccxt_pro(maker), ws_stack.ccxt_pro(taker)
-        try:
-            await asyncio.gather(watcher.load_markets(), maker_ex.load_markets(),
-                                 taker_ex.load_markets())  # fmt: skip
+        async with pro_exchanges(ws_stack, None, maker, taker) as (watcher, maker_ex, taker_ex):
             trades = await watch_while(
                 watcher.watch_trades("ETH/USDC"), lambda: cross(taker_ex, maker_ex, 3001.5)
             )
@@ -105,8 +107,6 @@ def test_watch_trades_ticker_and_ohlcv(ws_stack: ApiStack) -> None:
             timestamp, _open, high, low, close, volume = candles[-1]
             assert close == 3001.7 and high >= 3001.7 and low <= 3001.7 and volume >= 1
             assert timestamp % 60_000 == 0
-        finally:
-            await asyncio.gather(watcher.close(), maker_ex.close(), taker_ex.close())
 
     asyncio.run(run())
 
@@ -115,9 +115,7 @@ def test_watch_orders_and_balance_for_a_signed_account(ws_stack: ApiStack) -> No
     trader, other = funded(ws_stack), funded(ws_stack)
 
     async def run() -> None:
-        exchange, other_ex = ws_stack.ccxt_pro(trader), ws_stack.ccxt_pro(other)
-        try:
-            await asyncio.gather(exchange.load_markets(), other_ex.load_markets())
+        async with pro_exchanges(ws_stack, trader, other) as (exchange, other_ex):
             placed: dict[str, Any] = {}
 
             async def place() -> None:
@@ -147,7 +145,5 @@ def test_watch_orders_and_balance_for_a_signed_account(ws_stack: ApiStack) -> No
             assert mine["status"] == "closed" and mine["filled"] == 0.01
             # Only this account's own two orders ever reached it.
             assert {o["id"] for o in orders} <= {placed["id"], second["id"]}
-        finally:
-            await asyncio.gather(exchange.close(), other_ex.close())
 
     asyncio.run(run())

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
-__all__ = ["WsClient", "Frame"]
+__all__ = ["WsClient", "Frame", "BackgroundListener"]
 
 Frame = dict[str, Any]
 
@@ -110,3 +111,38 @@ class WsClient:
         await self.ws.close()
         self._reader.cancel()
         await self.session.close()
+
+
+class BackgroundListener:
+    """A :class:`WsClient` on its own thread and event loop, collecting every frame of its
+    subscription into ``frames`` while synchronous test code drives the stack."""
+
+    def __init__(self, url: str, *topics: str, signature: list[str] | None = None) -> None:
+        self.url = url
+        self.topics = topics
+        self.signature = signature
+        self.frames: list[Frame] = []
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._listen()), daemon=True)
+
+    async def _listen(self) -> None:
+        client = await WsClient.open(self.url)
+        await client.subscribe(*self.topics, signature=self.signature)
+        self._ready.set()
+        while not self._stop.is_set():
+            try:
+                self.frames.append(await client.recv(0.5))
+            except TimeoutError:
+                continue
+        await client.close()
+
+    def __enter__(self) -> BackgroundListener:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise TimeoutError(f"could not subscribe {self.topics}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
