@@ -1,7 +1,11 @@
 """Function settings from environment variables: one field per variable (``FIELD_NAME`` for
 ``field_name``), converted by msgspec, required ones and ranges checked at cold start, so a
 missing or malformed variable fails the cold start with its name instead of the first request
-that needs it."""
+that needs it.
+
+``DATABASE_URL`` and ``REDIS_URL`` (for the fields ``database_url`` and ``redis_url``) may instead
+come from the AWS-style variables of :mod:`cloudex.aws_connect` (a Secrets Manager secret, IAM
+authentication to RDS Proxy, a Redis AUTH token secret); plain URLs are used as they are."""
 
 from __future__ import annotations
 
@@ -30,6 +34,10 @@ def settings_from_env(
     """``cls`` from ``env`` (default: the process environment); ``required`` variables must be
     set and non-empty; each ``(field, low, high)`` of ``ranges`` must hold (NaN fails)."""
     env = os.environ if env is None else env
+    from cloudex.aws_connect import resolve_env  # it imports SettingsError from here
+
+    names = {field.name for field in msgspec.structs.fields(cls)}
+    env = resolve_env(env, database="database_url" in names, redis="redis_url" in names)
     missing = [name for name in required if not env.get(name)]
     if missing:
         raise SettingsError(f"missing environment variables: {', '.join(missing)}")

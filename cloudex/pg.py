@@ -6,12 +6,15 @@ import threading
 
 import psycopg
 
+from cloudex.aws_connect import connect
+
 __all__ = ["ThreadConnections"]
 
 
 class ThreadConnections:
     """One autocommit connection per thread, reopened when it broke (RDS Proxy and failovers
-    drop idle ones). Autocommit: every request only reads, or writes one statement."""
+    drop idle ones). Autocommit: every request only reads, or writes one statement. Connections
+    are opened by :func:`cloudex.aws_connect.connect`: each gets a fresh IAM token if in use."""
 
     def __init__(self, database_url: str, connect_timeout_s: int = 5) -> None:
         self.database_url = database_url
@@ -24,7 +27,7 @@ class ThreadConnections:
             conn.close()
             conn = None
         if conn is None:
-            conn = psycopg.connect(
+            conn = connect(
                 self.database_url, autocommit=True, connect_timeout=self.connect_timeout_s
             )
             self._local.conn = conn

@@ -10,10 +10,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import psycopg
 
+from cloudex.aws_connect import connect
 from cloudex.names import ENGINE_LEASE_LOCK
 
 __all__ = ["LeaseLost", "JournalHead", "StoredSnapshot", "EngineDatabase"]
@@ -37,7 +38,7 @@ class StoredSnapshot(NamedTuple):
     data: bytes
 
 
-_CONNECT_OPTIONS = {
+_CONNECT_OPTIONS: dict[str, Any] = {
     # Notice a dead peer within ~30 s rather than the kernel's two hours.
     "keepalives": 1,
     "keepalives_idle": 10,
@@ -56,7 +57,7 @@ class EngineDatabase:
         self._store = self._connect()
 
     def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
-        return psycopg.connect(self.database_url, autocommit=True, **_CONNECT_OPTIONS)  # type: ignore[arg-type]
+        return connect(self.database_url, autocommit=True, **_CONNECT_OPTIONS)
 
     def close(self) -> None:
         for conn in (self._lease, self._store):
@@ -138,7 +139,7 @@ class EngineDatabase:
         """The raw blocks holding records after ``after_seq``, in order (a server-side cursor,
         so a long journal is streamed, not loaded)."""
         with (
-            psycopg.connect(self.database_url, **_CONNECT_OPTIONS) as conn,  # type: ignore[arg-type]
+            connect(self.database_url, **_CONNECT_OPTIONS) as conn,
             conn.cursor(name="replay") as cursor,
         ):
             cursor.itersize = 200

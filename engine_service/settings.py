@@ -9,13 +9,12 @@ from pathlib import Path
 
 import msgspec
 
+from cloudex.aws_connect import resolve_env
+from cloudex.env_settings import SettingsError
+
 __all__ = ["Settings", "SettingsError"]
 
 _DEFAULT_MARKETS = Path(__file__).resolve().parents[1] / "config" / "markets.toml"
-
-
-class SettingsError(ValueError):
-    pass
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -23,6 +22,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     The boto3 clients take their endpoints from boto3's own variables (``AWS_ENDPOINT_URL``,
     ``AWS_ENDPOINT_URL_SQS``), so the same code runs against AWS and LocalStack.
+    ``DATABASE_URL`` and ``REDIS_URL`` may come from AWS-style variables instead (a Secrets
+    Manager secret, a Redis AUTH token): see :mod:`cloudex.aws_connect`.
     """
 
     orders_queue_url: str  # ORDERS_QUEUE_URL
@@ -57,7 +58,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
+        env = resolve_env(os.environ if env is None else env)
         missing = [
             name
             for name in ("ORDERS_QUEUE_URL", "EVENTS_QUEUE_URL", "DATABASE_URL", "REDIS_URL")

@@ -6,12 +6,10 @@ Run with the project's virtual environment once LocalStack is up (``./dev servic
 
 The endpoint is ``$AWS_ENDPOINT_URL_SQS`` or ``$AWS_ENDPOINT_URL`` (default
 http://127.0.0.1:4566), in us-east-1 with the credentials test/test (account 000000000000).
-Idempotent: an existing queue keeps its URL and gets the attributes below set again.
+Idempotent: an existing queue keeps its URL and gets its attributes set again.
 
-- orders.fifo: commands in; no content-based deduplication (every command carries its own
-  deduplication id); after 5 failed receives a message moves to orders-dlq.fifo.
-- orders-dlq.fifo: the dead letters, kept 14 days.
-- events.fifo: the journal; no DLQ, kept 14 days (the SQS maximum).
+The queues and their attributes come from ``cloudex/queues.py``, the same specs the CDK stack
+deploys (tests/infra checks that LocalStack's queues and the template's agree).
 """
 
 from __future__ import annotations
@@ -20,17 +18,16 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from cloudex.names import EVENTS_QUEUE, ORDERS_DLQ, ORDERS_QUEUE
+from cloudex.queues import ORDERS_SPEC, QUEUES, QueueSpec
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:4566"
 REGION = "us-east-1"
-MAX_RECEIVE_COUNT = 5
-FOURTEEN_DAYS = 14 * 24 * 3600
 
 
 def _ensure_queue(sqs: Any, name: str, attributes: dict[str, str]) -> str:
@@ -51,41 +48,27 @@ def _ensure_queue(sqs: Any, name: str, attributes: dict[str, str]) -> str:
     return url
 
 
-def create_queues(sqs: Any, prefix: str = "", visibility_timeout: int = 30) -> dict[str, str]:
-    """Ensure the three Cloudex queues exist; return their URLs keyed by ``cloudex.names``."""
-    dlq_url = _ensure_queue(
-        sqs,
-        prefix + ORDERS_DLQ,
-        {
-            "ContentBasedDeduplication": "false",
-            "VisibilityTimeout": "30",
-            "MessageRetentionPeriod": str(FOURTEEN_DAYS),
-        },
-    )
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    orders_url = _ensure_queue(
-        sqs,
-        prefix + ORDERS_QUEUE,
-        {
-            "ContentBasedDeduplication": "false",
-            "VisibilityTimeout": str(visibility_timeout),
-            "RedrivePolicy": json.dumps(
-                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}
-            ),
-        },
-    )
-    events_url = _ensure_queue(
-        sqs,
-        prefix + EVENTS_QUEUE,
-        {
-            "ContentBasedDeduplication": "false",
-            "VisibilityTimeout": "30",
-            "MessageRetentionPeriod": str(FOURTEEN_DAYS),
-        },
-    )
-    return {"ORDERS_QUEUE": orders_url, "ORDERS_DLQ": dlq_url, "EVENTS_QUEUE": events_url}
+def create_queues(
+    sqs: Any, prefix: str = "", visibility_timeout: int | None = None
+) -> dict[str, str]:
+    """Ensure every queue of ``cloudex.queues.QUEUES`` exists with its attributes; return their
+    URLs keyed by name. ``visibility_timeout`` overrides that of orders.fifo (tests)."""
+    urls: dict[str, str] = {}
+    arns: dict[str, str] = {}
+    for spec in QUEUES:
+        if visibility_timeout is not None and spec.name == ORDERS_SPEC.name:
+            spec = _with_visibility(spec, visibility_timeout)
+        dead_letter_arn = arns[spec.dead_letter] if spec.dead_letter else None
+        url = _ensure_queue(sqs, prefix + spec.name, spec.attributes(dead_letter_arn))
+        urls[spec.name] = url
+        arns[spec.name] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+    return urls
+
+
+def _with_visibility(spec: QueueSpec, seconds: int) -> QueueSpec:
+    return replace(spec, visibility_timeout_s=seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,12 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--visibility-timeout",
         type=int,
-        default=30,
+        default=None,
         metavar="S",
-        help="visibility timeout of orders.fifo in seconds (default 30)",
+        help="visibility timeout of orders.fifo in seconds "
+        f"(default {ORDERS_SPEC.visibility_timeout_s})",
     )
     args = parser.parse_args(argv)
-    if not 0 <= args.visibility_timeout <= 43200:
+    if args.visibility_timeout is not None and not 0 <= args.visibility_timeout <= 43200:
         parser.error("--visibility-timeout must be between 0 and 43200 seconds")
 
     endpoint = (

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import psycopg
 
+from cloudex.aws_connect import connect
+
 __all__ = [
     "SQL_DIRECTORY",
     "MIGRATION_LOCK_KEY",
@@ -101,7 +103,7 @@ def apply_migrations(database_url: str, directory: Path | str | None = None) -> 
     migrations = load_migrations(SQL_DIRECTORY if directory is None else Path(directory))
     applied: list[str] = []
     # autocommit, so that each ``transaction()`` block is a real transaction, not a savepoint.
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with connect(database_url, autocommit=True) as conn:
         with conn.transaction():
             _lock(conn)
             conn.execute(
@@ -143,7 +145,7 @@ def apply_timescale_migrations(database_url: str) -> list[str]:
     Raises :class:`TimescaleUnavailable` before changing anything if the server cannot load the
     extension: the plain-PostgreSQL schema is complete without it.
     """
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with connect(database_url, autocommit=True) as conn:
         available = conn.execute(
             "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
         ).fetchone()

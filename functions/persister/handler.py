@@ -29,6 +29,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from cloudex.aws_connect import connect, database_url
 from cloudex.journal import EpochStarted, JournalBlock, decode_journal_message
 from functions.persister.journal_writer import JournalWriteError, Outcome, write_journal_message
 from functions.persister.projection import RunReport, run_projections
@@ -53,6 +54,8 @@ class _Database:
 
     It is reopened when it broke (RDS closes idle connections, failovers drop them) and when
     ``DATABASE_URL`` changed, which only happens when several functions or tests share a process.
+    In AWS the URL comes from the IAM variables of :mod:`cloudex.aws_connect`, and each new
+    connection gets a fresh token.
     """
 
     def __init__(self) -> None:
@@ -61,7 +64,7 @@ class _Database:
         self._lock = threading.Lock()
 
     def connection(self) -> psycopg.Connection:
-        url = os.environ["DATABASE_URL"]
+        url = database_url(os.environ)
         with self._lock:
             if self._conn is not None and (
                 self._conn.closed or self._conn.broken or url != self._url
@@ -70,7 +73,7 @@ class _Database:
                 self._conn = None
             if self._conn is None:
                 # autocommit: each message's transaction() is then a real, committed transaction.
-                self._conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+                self._conn = connect(url, autocommit=True, connect_timeout=10)
                 self._url = url
             return self._conn
 

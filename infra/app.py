@@ -1,0 +1,46 @@
+"""The CDK app: ``cdk synth`` / ``cdk deploy`` run this (cdk.json), and so do the tests.
+
+Context: ``-c cloudex:multiAz=true`` puts RDS in Multi-AZ; ``-c cloudex:alarmEmail=...``
+subscribes an address to the alarms. cdk-nag's AWS Solutions checks run on every synth; a
+finding not acknowledged in infra/nag.py fails it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script by the cdk CLI: make `infra` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks
+
+from infra import constants as c
+from infra.nag import acknowledge_findings
+from infra.stack import ExchangeStack
+
+__all__ = ["build_app"]
+
+
+def _flag(value: object) -> bool:
+    return str(value).lower() in ("1", "true", "yes")
+
+
+def build_app(
+    outdir: str | None = None, context: dict[str, object] | None = None
+) -> tuple[cdk.App, ExchangeStack]:
+    app = cdk.App(outdir=outdir, context=context)
+    stack = ExchangeStack(
+        app,
+        c.STACK_NAME,
+        multi_az=_flag(app.node.try_get_context(c.CONTEXT_MULTI_AZ)),
+        alarm_email=app.node.try_get_context(c.CONTEXT_ALARM_EMAIL) or None,
+    )
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    acknowledge_findings(stack)
+    return app, stack
+
+
+if __name__ == "__main__":
+    build_app()[0].synth()
