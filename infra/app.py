@@ -1,7 +1,8 @@
 """The CDK app: ``cdk synth`` / ``cdk deploy`` run this (cdk.json), and so do the tests.
 
 Context: ``-c cloudex:multiAz=true`` puts RDS in Multi-AZ; ``-c cloudex:alarmEmail=...``
-subscribes an address to the alarms. cdk-nag's AWS Solutions checks run on every synth; a
+subscribes an address to the alarms; ``-c cloudex:fanoutReservedConcurrency=100`` reserves
+Lambda concurrency for the WebSocket fan-out. cdk-nag's AWS Solutions checks run on every synth; a
 finding not acknowledged in infra/nag.py fails it.
 """
 
@@ -36,6 +37,9 @@ def build_app(
         c.STACK_NAME,
         multi_az=_flag(app.node.try_get_context(c.CONTEXT_MULTI_AZ)),
         alarm_email=app.node.try_get_context(c.CONTEXT_ALARM_EMAIL) or None,
+        fanout_reserved_concurrency=int(
+            app.node.try_get_context(c.CONTEXT_FANOUT_CONCURRENCY) or 0
+        ),
     )
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     acknowledge_findings(stack)

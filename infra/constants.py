@@ -18,6 +18,10 @@ METRICS_NAMESPACE = "Cloudex"
 # Context keys (cdk.json or `cdk deploy -c key=value`).
 CONTEXT_MULTI_AZ = "cloudex:multiAz"
 CONTEXT_ALARM_EMAIL = "cloudex:alarmEmail"
+# Concurrency reserved for the WebSocket fan-out, so that a surge of API calls can never starve
+# market data. Off by default: a new account's concurrency quota (as low as 10) cannot spare it,
+# and the deployment would fail. Set it (e.g. 100) once the quota is raised.
+CONTEXT_FANOUT_CONCURRENCY = "cloudex:fanoutReservedConcurrency"
 
 VPC_CIDR = "10.40.0.0/16"
 
@@ -103,7 +107,6 @@ FUNCTIONS = (API, WS_CONNECT, WS_DISCONNECT, WS_DEFAULT, WS_FANOUT, PERSISTER, M
 # message group is all FIFO gives it anyway; two bound a retry storm.
 PERSISTER_MAX_CONCURRENCY = 2
 PERSISTER_BATCH_SIZE = 10  # the FIFO maximum
-WS_FANOUT_RESERVED_CONCURRENCY = 100
 
 # --- API Gateway ----------------------------------------------------------------------------
 API_STAGE = "v1"

@@ -25,10 +25,10 @@ import aws_cdk as cdk
 import jsii
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra import constants as c
+from infra.log_groups import log_group
 
 __all__ = ["bundle_files", "build_function", "PipLocalBundling"]
 
@@ -149,12 +149,7 @@ def build_function(
     key = (id(stack), spec.package)
     if key not in _code_cache:  # the three WebSocket routes share one bundle
         _code_cache[key] = function_code(spec.package)
-    log_group = logs.LogGroup(
-        scope,
-        f"{spec.construct_id}Logs",
-        retention=logs.RetentionDays.ONE_MONTH,
-        removal_policy=cdk.RemovalPolicy.DESTROY,
-    )
+    logs_of_function = log_group(scope, f"{spec.construct_id}Logs")
     return lambda_.Function(
         scope,
         spec.construct_id,
@@ -175,6 +170,6 @@ def build_function(
             **environment,
         },
         tracing=lambda_.Tracing.ACTIVE,
-        log_group=log_group,
+        log_group=logs_of_function,
         reserved_concurrent_executions=reserved_concurrency,
     )

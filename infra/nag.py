@@ -99,7 +99,7 @@ def acknowledge_findings(stack: ExchangeStack) -> None:
         "events.fifo is the journal: a block the persister cannot write must be retried, never "
         "set aside, or the journal would have a hole. The JournalWaiting alarm fires instead.",
     )
-    if not stack.data.database.node.try_get_context("cloudex:multiAz"):
+    if not stack.multi_az:
         _ack(
             [stack.data.database],
             "AwsSolutions-RDS3",

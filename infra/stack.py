@@ -31,6 +31,7 @@ class ExchangeStack(cdk.Stack):
         *,
         multi_az: bool = False,
         alarm_email: str | None = None,
+        fanout_reserved_concurrency: int = 0,
         **kwargs: object,
     ) -> None:
         super().__init__(
@@ -40,10 +41,17 @@ class ExchangeStack(cdk.Stack):
             "REST and WebSocket APIs on API Gateway + Lambda, SQS FIFO, RDS, ElastiCache)",
             **kwargs,  # type: ignore[arg-type]
         )
+        self.multi_az = multi_az
         self.network = Network(self, "Network")
         self.messaging = Messaging(self, "Messaging")
         self.data = Data(self, "Data", network=self.network, multi_az=multi_az)
-        self.websocket = WebSocket(self, "WebSocket", network=self.network, data=self.data)
+        self.websocket = WebSocket(
+            self,
+            "WebSocket",
+            network=self.network,
+            data=self.data,
+            fanout_reserved_concurrency=fanout_reserved_concurrency or None,
+        )
         self.engine = Engine(
             self,
             "Engine",

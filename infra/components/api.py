@@ -2,7 +2,7 @@
 
 - ``/api/{proxy+}`` and ``/wapi/{proxy+}``: Backpack's public and signed routes. Signed requests
   are authenticated by the function (Ed25519 over the request, ``cloudex/signing.py``), so
-  API Gateway passes them through; ``/`` answers too (status).
+  API Gateway passes them through.
 - ``/admin/{proxy+}``: accounts, keys, deposits, withdrawals, markets. IAM authorisation: API
   Gateway checks the caller's SigV4 signature and IAM policy, and the function refuses an admin
   request whose event carries no caller (fails closed if this were ever wired without IAM).
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import aws_cdk as cdk
 from aws_cdk import aws_apigateway as apigw
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
@@ -23,6 +22,7 @@ from infra.components.data import Data
 from infra.components.messaging import Messaging
 from infra.components.network import Network
 from infra.lambda_bundle import build_function
+from infra.log_groups import log_group
 
 __all__ = ["RestApi"]
 
@@ -57,12 +57,7 @@ class RestApi(Construct):
         data.allow_cache(security_group, self.function, "REST API (replies, market data)")
         data.allow_proxy(security_group, self.function, "REST API (keys, history)")
 
-        access_logs = logs.LogGroup(
-            self,
-            "AccessLogs",
-            retention=logs.RetentionDays.ONE_MONTH,
-            removal_policy=cdk.RemovalPolicy.DESTROY,
-        )
+        access_logs = log_group(self, "AccessLogs")
         self.api = apigw.RestApi(
             self,
             "Api",

@@ -28,6 +28,7 @@ from constructs import Construct
 
 from infra import constants as c
 from infra.components.network import Network
+from infra.log_groups import log_group
 
 __all__ = ["Data"]
 
@@ -127,12 +128,7 @@ class Data(Construct):
             description="Cloudex Redis: the Data subnets",
             subnet_ids=vpc.select_subnets(subnet_group_name="Data").subnet_ids,
         )
-        slow_log = logs.LogGroup(
-            self,
-            "CacheSlowLog",
-            retention=logs.RetentionDays.ONE_MONTH,
-            removal_policy=cdk.RemovalPolicy.DESTROY,
-        )
+        slow_log = log_group(self, "CacheSlowLog")
         self.cache = elasticache.CfnReplicationGroup(
             self,
             "Cache",

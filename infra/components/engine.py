@@ -17,13 +17,13 @@ import aws_cdk as cdk
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra import constants as c
 from infra.components.data import Data
 from infra.components.messaging import Messaging
 from infra.components.network import Network
+from infra.log_groups import log_group
 
 __all__ = ["Engine"]
 
@@ -64,12 +64,7 @@ class Engine(Construct):
                 operating_system_family=ecs.OperatingSystemFamily.LINUX,
             ),
         )
-        self.log_group = logs.LogGroup(
-            self,
-            "Logs",
-            retention=logs.RetentionDays.ONE_MONTH,
-            removal_policy=cdk.RemovalPolicy.DESTROY,
-        )
+        self.log_group = log_group(self, "Logs")
         self.container = task.add_container(
             "Engine",
             image=ecs.ContainerImage.from_asset(

@@ -9,6 +9,8 @@ stuck); a journal block waiting too long (the persister is stuck: events.fifo ha
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_sqs as sqs
@@ -64,44 +66,54 @@ class Messaging(Construct):
         self.events = self.queues[EVENTS_SPEC.name]
 
         self.alarms = [
-            cloudwatch.Alarm(
+            _alarm(
                 self,
                 "OrdersDeadLetters",
-                alarm_description="Commands in the orders dead-letter queue: the engine failed "
-                "on them repeatedly (docs/operations.md)",
-                metric=self.orders_dlq.metric_approximate_number_of_messages_visible(
-                    period=cdk.Duration.minutes(1), statistic="Maximum"
-                ),
+                "Commands in the orders dead-letter queue: the engine failed on them repeatedly "
+                "(docs/deploy.md, dead letters)",
+                self.orders_dlq.metric_approximate_number_of_messages_visible,
                 threshold=1,
                 evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             ),
-            cloudwatch.Alarm(
+            _alarm(
                 self,
                 "OrdersWaiting",
-                alarm_description="A command has waited in orders.fifo longer than "
-                f"{c.ORDERS_OLDEST_AGE_ALARM_S} s: the engine is down, restarting or stuck",
-                metric=self.orders.metric_approximate_age_of_oldest_message(
-                    period=cdk.Duration.minutes(1), statistic="Maximum"
-                ),
+                f"A command has waited in orders.fifo longer than {c.ORDERS_OLDEST_AGE_ALARM_S} "
+                "s: the engine is down, restarting or stuck",
+                self.orders.metric_approximate_age_of_oldest_message,
                 threshold=c.ORDERS_OLDEST_AGE_ALARM_S,
                 evaluation_periods=2,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             ),
-            cloudwatch.Alarm(
+            _alarm(
                 self,
                 "JournalWaiting",
-                alarm_description="A journal block has waited in events.fifo longer than "
+                "A journal block has waited in events.fifo longer than "
                 f"{c.EVENTS_OLDEST_AGE_ALARM_S} s: the persister cannot write it (it is never "
                 "skipped; see its logs)",
-                metric=self.events.metric_approximate_age_of_oldest_message(
-                    period=cdk.Duration.minutes(1), statistic="Maximum"
-                ),
+                self.events.metric_approximate_age_of_oldest_message,
                 threshold=c.EVENTS_OLDEST_AGE_ALARM_S,
                 evaluation_periods=2,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             ),
         ]
+
+
+def _alarm(
+    scope: Construct,
+    construct_id: str,
+    description: str,
+    metric: Callable[..., cloudwatch.Metric],
+    *,
+    threshold: int,
+    evaluation_periods: int,
+) -> cloudwatch.Alarm:
+    """An alarm on a queue metric's per-minute maximum reaching ``threshold``."""
+    return cloudwatch.Alarm(
+        scope,
+        construct_id,
+        alarm_description=description,
+        metric=metric(period=cdk.Duration.minutes(1), statistic="Maximum"),
+        threshold=threshold,
+        evaluation_periods=evaluation_periods,
+        comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+    )

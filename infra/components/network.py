@@ -16,12 +16,11 @@ Flow logs of rejected traffic go to CloudWatch Logs.
 
 from __future__ import annotations
 
-import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra import constants as c
+from infra.log_groups import log_group
 
 __all__ = ["Network"]
 
@@ -38,12 +37,7 @@ INTERFACE_ENDPOINTS = {
 class Network(Construct):
     def __init__(self, scope: Construct, construct_id: str) -> None:
         super().__init__(scope, construct_id)
-        flow_logs = logs.LogGroup(
-            self,
-            "FlowLogs",
-            retention=logs.RetentionDays.ONE_MONTH,
-            removal_policy=cdk.RemovalPolicy.DESTROY,
-        )
+        flow_logs = log_group(self, "FlowLogs")
         self.vpc = ec2.Vpc(
             self,
             "Vpc",

@@ -49,7 +49,12 @@ class Observability(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         key = kms.Key(
-            self, "AlarmTopicKey", description="Cloudex alarm topic", enable_key_rotation=True
+            self,
+            "AlarmTopicKey",
+            description="Cloudex alarm topic",
+            enable_key_rotation=True,
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+            pending_window=cdk.Duration.days(7),
         )
         # CloudWatch alarms publish to an encrypted topic only if they may use its key.
         key.grant(

@@ -14,13 +14,13 @@ import aws_cdk as cdk
 from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_apigatewayv2_integrations as integrations
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra import constants as c
 from infra.components.data import Data
 from infra.components.network import Network
 from infra.lambda_bundle import build_function
+from infra.log_groups import log_group
 
 __all__ = ["WebSocket"]
 
@@ -39,7 +39,13 @@ WS_ACCESS_LOG_FORMAT = {
 
 class WebSocket(Construct):
     def __init__(
-        self, scope: Construct, construct_id: str, *, network: Network, data: Data
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        network: Network,
+        data: Data,
+        fanout_reserved_concurrency: int | None,
     ) -> None:
         super().__init__(scope, construct_id)
         routes_security_group = network.security_group(
@@ -87,12 +93,7 @@ class WebSocket(Construct):
                 return_response=True,
             ),
         )
-        access_logs = logs.LogGroup(
-            self,
-            "AccessLogs",
-            retention=logs.RetentionDays.ONE_MONTH,
-            removal_policy=cdk.RemovalPolicy.DESTROY,
-        )
+        access_logs = log_group(self, "AccessLogs")
         self.stage = apigwv2.WebSocketStage(
             self,
             "Stage",
@@ -133,7 +134,7 @@ class WebSocket(Construct):
                 "WS_MANAGEMENT_ENDPOINT": self.management_endpoint,
                 **data.redis_environment(),
             },
-            reserved_concurrency=c.WS_FANOUT_RESERVED_CONCURRENCY,
+            reserved_concurrency=fanout_reserved_concurrency,
         )
         data.allow_cache(self.fanout_security_group, self.fanout, "WebSocket fan-out (registry)")
         self.api.grant_manage_connections(self.fanout)
