@@ -8,6 +8,7 @@ finding not acknowledged in infra/nag.py fails it.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -47,4 +48,7 @@ def build_app(
 
 
 if __name__ == "__main__":
-    build_app()[0].synth()
+    # The cdk CLI says where (CDK_OUTDIR); run directly (./dev synth), it is cdk.out/ as well.
+    build_app(outdir=None if "CDK_OUTDIR" in os.environ else str(c.REPO_ROOT / "cdk.out"))[
+        0
+    ].synth()

@@ -80,6 +80,9 @@ class Engine(Construct):
                 "EVENTS_QUEUE_URL": messaging.events.queue_url,
                 "FANOUT_FUNCTION": fanout.function_name,
                 "HEALTH_PORT": str(c.ENGINE_HEALTH_PORT),
+                # boto3's region for SQS, Lambda, Secrets Manager and RDS tokens.
+                "AWS_REGION": cdk.Stack.of(self).region,
+                "AWS_DEFAULT_REGION": cdk.Stack.of(self).region,
                 **data.direct_database_environment(),
                 **data.redis_environment(),
             },
