@@ -393,8 +393,24 @@ class Supervisor:
             f"==> {component.name} up (pid {component.process.pid if component.process else '?'})"
         )
 
+    def check_ports(self) -> None:
+        """Refuse to start when something already listens on one of our ports: the readiness
+        checks would otherwise talk to it (another Cloudex with another home, say)."""
+        c = self.config
+        taken = [
+            url for url in (c.rest_url, c.ws_management_url, c.lambda_url, c.engine_health_url)
+            if _port_open(url)
+        ]  # fmt: skip
+        if taken:
+            raise RuntimeError(
+                f"something already listens on {', '.join(taken)}: another Cloudex (stop it with "
+                "its CLOUDEX_HOME and ./dev stop) or another program; or choose other ports "
+                "with CLOUDEX_PORT"
+            )
+
     def run(self) -> int:
         started = time.monotonic()
+        self.check_ports()
         self.config.logs.mkdir(parents=True, exist_ok=True)
         queues = self.prepare()
         for component in exchange_components(self.config, queues, self.admin_token):

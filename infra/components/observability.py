@@ -3,7 +3,8 @@
 The dashboard: order rate (commands into orders.fifo, REST requests), engine lag (age of the
 oldest command waiting), journal lag (age of the oldest journal block waiting), the dead-letter
 queue, the engine task's CPU and memory, and each function's errors and p99 duration.
-Alarms added here: the engine is not running, and each function's errors and p99 duration;
+Alarms added here: the engine is not running; the persister's journal-write and projection
+failures (its own metrics); each function's errors and p99 duration;
 the queues' alarms come from messaging.py. ``-c cloudex:alarmEmail=ops@example.com``
 subscribes an address to the topic.
 """
@@ -89,6 +90,31 @@ class Observability(Construct):
                 treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
             )
         )
+        # The persister counts what it could not do (functions/persister/handler.py, EMF under
+        # the service dimension): a journal block it failed to write, a read model it failed
+        # to project. Neither fails the invocation, so the function's error alarm misses them.
+        for metric_name, meaning in (
+            ("JournalWriteErrors", "a journal block could not be written (it is retried)"),
+            ("ProjectionFailures", "a read model could not be projected (it stops and retries)"),
+        ):
+            self.alarms.append(
+                cloudwatch.Alarm(
+                    self,
+                    f"Persister{metric_name}",
+                    alarm_description=f"Persister: {meaning}; see its logs",
+                    metric=cloudwatch.Metric(
+                        namespace=c.METRICS_NAMESPACE,
+                        metric_name=metric_name,
+                        dimensions_map={"service": c.PERSISTER.package},
+                        statistic="Sum",
+                        period=FIVE_MINUTES,
+                    ),
+                    threshold=1,
+                    comparison_operator=GTE,
+                    evaluation_periods=1,
+                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                )
+            )
         for name, function in functions.items():
             self.alarms.append(
                 cloudwatch.Alarm(

@@ -445,6 +445,12 @@ def test_dashboard_shows_what_an_operator_watches(synth: Synth) -> None:
     alarms = synth.resources("AWS::CloudWatch::Alarm").values()
     assert all(a["Properties"].get("AlarmActions") for a in alarms)
     assert any(a["Properties"].get("MetricName") == "RunningTaskCount" for a in alarms)
+    persister_metrics = {
+        a["Properties"]["MetricName"]
+        for a in alarms
+        if a["Properties"].get("Namespace") == c.METRICS_NAMESPACE
+    }
+    assert persister_metrics == {"JournalWriteErrors", "ProjectionFailures"}
 
 
 def test_every_function_has_bounded_logs_and_tracing(synth: Synth) -> None:
