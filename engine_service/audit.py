@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Iterable
@@ -48,6 +47,8 @@ import msgspec
 import psycopg
 from psycopg.pq import TransactionStatus
 
+from cloudex import aws_connect
+from cloudex.env_settings import SettingsError
 from cloudex.journal import JournalBlock, decode_journal_bytes
 from engine_service.core import Engine
 
@@ -682,8 +683,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--database-url",
-        default=os.environ.get("DATABASE_URL"),
-        help="PostgreSQL URL (default: $DATABASE_URL)",
+        help="PostgreSQL URL (default: $DATABASE_URL, or in AWS the variables of "
+        "cloudex/aws_connect.py: DATABASE_SECRET_ARN, or RDS IAM authentication)",
     )
     parser.add_argument(
         "--max-listed",
@@ -692,12 +693,17 @@ def main(argv: list[str] | None = None) -> int:
         help="differences (and ledger rows) listed at most (default: %(default)s)",
     )
     args = parser.parse_args(argv)
-    if not args.database_url:
+    try:
+        database_url = args.database_url or aws_connect.database_url()
+    except SettingsError as error:
         parser.print_usage(sys.stderr)
-        print("audit: no database: pass --database-url or set DATABASE_URL", file=sys.stderr)
+        print(
+            f"audit: no database: pass --database-url or set DATABASE_URL ({error})",
+            file=sys.stderr,
+        )
         return 2
     try:
-        with psycopg.connect(args.database_url, connect_timeout=10) as conn:
+        with aws_connect.connect(database_url, connect_timeout=10) as conn:
             report = audit(conn, max_listed=args.max_listed)
     except psycopg.Error as error:
         print(f"audit: database error: {error}", file=sys.stderr)

@@ -14,13 +14,14 @@ back fail and are retried (their checkpoint holds), so rebuild it on its own.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
 import psycopg
 from psycopg import sql
 
+from cloudex import aws_connect
+from cloudex.env_settings import SettingsError
 from functions.persister.projection import Projection, RunReport, run_projections
 from functions.persister.read_models import ALL_PROJECTIONS
 
@@ -69,15 +70,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("name", choices=sorted(BY_NAME), help="the read model to rebuild")
     parser.add_argument(
-        "--database-url", default=os.environ.get("DATABASE_URL"), help="default: $DATABASE_URL"
+        "--database-url",
+        help="default: $DATABASE_URL, or in AWS the variables of cloudex/aws_connect.py "
+        "(DATABASE_SECRET_ARN, or RDS IAM authentication)",
     )
     args = parser.parse_args(argv)
-    if not args.database_url:
-        print("no database: pass --database-url or set DATABASE_URL", file=sys.stderr)
+    try:
+        database_url = args.database_url or aws_connect.database_url()
+    except SettingsError as exc:
+        print(f"no database: pass --database-url or set DATABASE_URL ({exc})", file=sys.stderr)
         return 2
     projection = BY_NAME[args.name]
     try:
-        with psycopg.connect(args.database_url, autocommit=True) as conn:
+        with aws_connect.connect(database_url, autocommit=True) as conn:
             report = rebuild(conn, projection)
     except psycopg.errors.LockNotAvailable:
         print(f"{args.name} is being applied right now; try again", file=sys.stderr)
