@@ -8,6 +8,7 @@ finding not acknowledged in infra/nag.py fails it.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -29,10 +30,19 @@ def _flag(value: object) -> bool:
     return str(value).lower() in ("1", "true", "yes")
 
 
+def project_context() -> dict[str, object]:
+    """cdk.json's context (feature flags, defaults). The CLI passes it to the app itself; the
+    tests and ``./dev synth`` read it here, so they synthesize what ``cdk deploy`` deploys."""
+    if "CDK_CONTEXT_JSON" in os.environ or "CDK_CONTEXT_FILE" in os.environ:
+        return {}
+    settings = json.loads((c.REPO_ROOT / "cdk.json").read_text())
+    return dict(settings.get("context", {}))
+
+
 def build_app(
     outdir: str | None = None, context: dict[str, object] | None = None
 ) -> tuple[cdk.App, ExchangeStack]:
-    app = cdk.App(outdir=outdir, context=context)
+    app = cdk.App(outdir=outdir, context={**project_context(), **(context or {})})
     stack = ExchangeStack(
         app,
         c.STACK_NAME,
