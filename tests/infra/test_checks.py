@@ -22,9 +22,6 @@ EXPLAINED_CFN_LINT_WARNINGS = {
     # the policy exists before the function runs), and lints as redundant where a GetAtt of
     # the role already orders them; harmless.
     "W3005",
-    # The CloudFront log bucket: standard logging delivers with the log-delivery ACL, which
-    # the CDK sets through the bucket's AccessControl property.
-    "W3045",
 }
 
 
