@@ -171,8 +171,9 @@ class Data(Construct):
     # --- what a client of the data stores gets --------------------------------------------
 
     def direct_database_environment(self) -> dict[str, str]:
-        """The instance itself, with the generated secret (engine, migrations)."""
-        return {"DATABASE_SECRET_ARN": self.database_secret.secret_arn}
+        """The instance itself, with the generated secret (engine, migrations). The database is
+        named explicitly: the secret RDS generates need not carry it."""
+        return {"DATABASE_SECRET_ARN": self.database_secret.secret_arn, "DATABASE_NAME": c.DB_NAME}
 
     def proxy_database_environment(self) -> dict[str, str]:
         """RDS Proxy with IAM authentication (the Lambdas): host, user, database."""
