@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -28,6 +28,7 @@ from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from infra import constants as c
+from infra.components.network import Network
 from infra.log_groups import log_group
 
 __all__ = ["bundle_files", "build_function", "PipLocalBundling"]
@@ -137,14 +138,15 @@ def build_function(
     scope: Construct,
     spec: c.FunctionSpec,
     *,
-    vpc: ec2.IVpc,
-    subnets: ec2.SubnetSelection,
-    security_groups: Sequence[ec2.ISecurityGroup],
+    network: Network,
+    security_group: ec2.ISecurityGroup,
     environment: Mapping[str, str],
+    subnets: ec2.SubnetSelection | None = None,
     reserved_concurrency: int | None = None,
 ) -> lambda_.Function:
-    """A function from ``spec``: Python on x86_64, in the VPC, traced, with its own log group
-    (kept a month) and the Powertools settings every handler reads."""
+    """A function from ``spec``: Python on x86_64, in the VPC (the isolated App subnets unless
+    ``subnets`` says otherwise), traced, with its own log group (kept a month) and the
+    Powertools settings every handler reads."""
     stack = cdk.Stack.of(scope)
     key = (id(stack), spec.package)
     if key not in _code_cache:  # the three WebSocket routes share one bundle
@@ -160,9 +162,9 @@ def build_function(
         memory_size=spec.memory_mb,
         timeout=cdk.Duration.seconds(spec.timeout_s),
         description=spec.description,
-        vpc=vpc,
-        vpc_subnets=subnets,
-        security_groups=list(security_groups),
+        vpc=network.vpc,
+        vpc_subnets=subnets or network.app_subnets,
+        security_groups=[security_group],
         environment={
             "POWERTOOLS_SERVICE_NAME": spec.package,
             "POWERTOOLS_METRICS_NAMESPACE": c.METRICS_NAMESPACE,

@@ -44,9 +44,8 @@ class RestApi(Construct):
         self.function = build_function(
             self,
             c.API,
-            vpc=network.vpc,
-            subnets=network.app_subnets,
-            security_groups=[security_group],
+            network=network,
+            security_group=security_group,
             environment={
                 "ORDERS_QUEUE_URL": messaging.orders.queue_url,
                 **data.redis_environment(),

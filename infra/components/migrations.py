@@ -37,9 +37,8 @@ class Migrations(Construct):
         self.function = build_function(
             self,
             c.MIGRATE,
-            vpc=network.vpc,
-            subnets=network.app_subnets,
-            security_groups=[security_group],
+            network=network,
+            security_group=security_group,
             environment=data.direct_database_environment(),
         )
         data.allow_direct(security_group, self.function, "Migrations")

@@ -35,9 +35,8 @@ class Persister(Construct):
         self.function = build_function(
             self,
             c.PERSISTER,
-            vpc=network.vpc,
-            subnets=network.app_subnets,
-            security_groups=[security_group],
+            network=network,
+            security_group=security_group,
             environment=data.proxy_database_environment(),
         )
         data.allow_proxy(security_group, self.function, "Persister (journal, read models)")

@@ -56,9 +56,8 @@ class WebSocket(Construct):
             spec.construct_id: build_function(
                 self,
                 spec,
-                vpc=network.vpc,
-                subnets=network.app_subnets,
-                security_groups=[routes_security_group],
+                network=network,
+                security_group=routes_security_group,
                 environment=route_environment,
             )
             for spec in (c.WS_CONNECT, c.WS_DISCONNECT, c.WS_DEFAULT)
@@ -127,9 +126,9 @@ class WebSocket(Construct):
         self.fanout = build_function(
             self,
             c.WS_FANOUT,
-            vpc=network.vpc,
+            network=network,
             subnets=network.egress_subnets,
-            security_groups=[self.fanout_security_group],
+            security_group=self.fanout_security_group,
             environment={
                 "WS_MANAGEMENT_ENDPOINT": self.management_endpoint,
                 **data.redis_environment(),
